@@ -1,0 +1,100 @@
+"""Atomic files: checkpoints, saved models and JSON metrics that survive a crash.
+
+Every file is written to a temporary name in the same folder, flushed and fsynced,
+then renamed over the target (``os.replace`` is atomic on POSIX), and the folder is
+fsynced, so a reader sees either the old complete file or the new complete file,
+never a partial one. A checkpoint is one ``.npz`` archive: arrays under their names
+plus a JSON header (format version, configuration, epoch, metrics, RNG state) in
+the entry ``__meta__``. Nothing in it is pickled, so loading never runs code.
+"""
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+FORMAT = "ffnumpy-checkpoint"
+FORMAT_VERSION = 1
+META_KEY = "__meta__"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint or model file is missing, damaged or of another format version."""
+
+
+def _fsync_dir(folder):
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path, write):
+    """Call ``write(file_object)`` on a temporary file, then move it to ``path`` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def write_json(path, obj):
+    """Write ``obj`` as indented JSON, atomically."""
+    data = (json.dumps(obj, indent=2) + "\n").encode()
+    atomic_write(path, lambda f: f.write(data))
+
+
+def save_archive(path, arrays, meta):
+    """Save host arrays and a JSON-able ``meta`` dict as one atomic ``.npz`` file."""
+    header = {"format": FORMAT, "version": FORMAT_VERSION, **meta}
+    payload = {k: np.asarray(v) for k, v in arrays.items()}
+    payload[META_KEY] = np.array(json.dumps(header))  # a unicode array: no pickle needed
+    atomic_write(path, lambda f: np.savez(f, **payload))
+
+
+def load_archive(path):
+    """Load an archive written by :func:`save_archive`.
+
+    Returns
+    -------
+    arrays : dict of numpy arrays
+    meta : dict
+
+    Raises
+    ------
+    CheckpointError
+        If the file is missing, truncated or corrupted, not an ffnumpy archive, or of
+        another format version.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {k: archive[k] for k in archive.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
+        raise CheckpointError(f"{path}: truncated or corrupted ({type(exc).__name__}: {exc}); "
+                              "use an earlier checkpoint or retrain") from None
+    if META_KEY not in arrays:
+        raise CheckpointError(f"{path}: not an ffnumpy checkpoint (no {META_KEY} entry)")
+    try:
+        meta = json.loads(str(arrays.pop(META_KEY)))
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path}: damaged header ({exc})") from None
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not an ffnumpy checkpoint (format {meta.get('format')!r})")
+    if meta.get("version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: format version {meta.get('version')} but this ffnumpy "
+                              f"reads version {FORMAT_VERSION}; use the ffnumpy that wrote it")
+    return arrays, meta

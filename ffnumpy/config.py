@@ -1,0 +1,146 @@
+"""Every training setting in one frozen dataclass, with the source of each default.
+
+argparse flags are generated from the fields, so the CLI, the saved configuration
+and the code cannot drift apart. :func:`validate` rejects impossible values before
+anything is read or written.
+"""
+import argparse
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+from .backend import BACKENDS
+from .data import DATASETS
+from .labels import LABEL_KINDS
+from .layers import NORMS
+from .losses import GOODNESS_KINDS
+from .optim import OPTIMIZERS
+
+ALGOS = ("symba", "ff", "bp")
+DTYPES = ("float32", "float64")
+
+
+class ConfigError(ValueError):
+    """An impossible setting; the message says which and what is allowed."""
+
+
+@dataclass(frozen=True)
+class Config:
+    dataset: str = "mnist"  # paper Sec. 4.1
+    algo: str = "symba"  # the paper's method
+    labels: str = "icp"  # paper Sec. 3.3: SymBa uses intrinsic class patterns
+    layers: int = 2  # paper Table 1: 2 x 500 headline row
+    width: int = 500  # paper Table 1
+    epochs: int = 120  # paper Sec. 4.1
+    batch_size: int = 4096  # paper Sec. 4.1
+    optimizer: str = "adam"  # paper Sec. 4.1
+    lr: float = 0.01  # paper sweeps {0.001, 0.01}; 0.01 measured better for SymBa (README)
+    alpha: float = 4.0  # paper Sec. 4.1: alpha = 4 reported for all experiments
+    theta: float = 2.0  # paper Table 1: FF threshold 2.0
+    icp_rate: float = 0.1  # paper Sec. 4.3: best ICP rate
+    goodness: str = "sum"  # paper Eq. (1) writes the sum of squares
+    norm: str = "l2"  # length normalisation between layers (Hinton 2022, Sec. 2.1)
+    skip_first_layer: bool = False  # paper counts every layer at prediction (Sec. 3.3)
+    seed: int = 0
+    backend: str = "numpy"
+    dtype: str = "float32"
+    eval_every: int = 1  # test error after every epoch (Figure 3 needs each epoch)
+    checkpoint_every: int = 1  # epochs between checkpoints (one is always written at the end)
+    data_dir: Optional[str] = None  # default: data_cache/, or $FFNUMPY_DATA_DIR
+    out: Optional[str] = None  # default: data_cache/runs/<dataset>-<algo>-<L>x<W>-s<seed>-<time>
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+    def as_dict(self):
+        return dataclasses.asdict(self)
+
+
+CHOICES = {"dataset": DATASETS, "algo": ALGOS, "labels": LABEL_KINDS, "optimizer": OPTIMIZERS,
+           "goodness": GOODNESS_KINDS, "norm": NORMS, "backend": BACKENDS, "dtype": DTYPES}
+
+HELP = {
+    "algo": "symba: SymBa loss (Eqs. 10-11); ff: FF loss (Eqs. 2-3); bp: backprop MLP baseline",
+    "labels": "how FF/SymBa put the label into the input: icp (class pattern channel) or "
+              "overlay (one-hot in the first C pixels)",
+    "layers": "number of hidden layers",
+    "width": "units per hidden layer",
+    "lr": "learning rate",
+    "alpha": "SymBa scale alpha in log(1 + exp(-alpha (G_pos - G_neg)))",
+    "theta": "FF threshold theta",
+    "icp_rate": "probability that a pixel of a class pattern is 1, in (0, 1]",
+    "goodness": "sum (paper Eq. 1) or mean of squared activities",
+    "norm": "normalise each layer's input to unit length (l2) or unit root-mean-square (rms)",
+    "skip_first_layer": "leave layer 1 out of the goodness summed at prediction",
+    "eval_every": "measure test error every N epochs (and always after the last)",
+    "checkpoint_every": "write a checkpoint every N epochs (and always at the end)",
+    "data_dir": "folder holding the datasets (default data_cache/ or $FFNUMPY_DATA_DIR)",
+    "out": "run folder (default data_cache/runs/<generated name>)",
+}
+
+
+def build_parser(prog="python -m ffnumpy.train"):
+    """argparse parser whose flags, types, choices and defaults come from :class:`Config`."""
+    parser = argparse.ArgumentParser(
+        prog=prog, description="Train SymBa, FF or a backprop baseline with hand-derived "
+        "gradients in NumPy/CuPy. Defaults are the paper's SymBa MNIST setting.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    defaults = Config()
+    for field in dataclasses.fields(Config):
+        default = getattr(defaults, field.name)
+        if field.name == "dataset":
+            parser.add_argument("dataset", nargs="?", default=default, choices=DATASETS,
+                                help="dataset to train on")
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        kwargs = {"default": default, "help": HELP.get(field.name, field.name.replace("_", " "))}
+        if isinstance(default, bool):
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = type(default) if default is not None else str
+            if field.name in CHOICES:
+                kwargs["choices"] = CHOICES[field.name]
+        parser.add_argument(flag, **kwargs)
+    return parser
+
+
+def validate(cfg):
+    """Raise :class:`ConfigError` for any impossible value; return ``cfg`` otherwise."""
+    positive_ints = ("layers", "width", "epochs", "batch_size", "eval_every", "checkpoint_every")
+    for name in positive_ints:
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, "
+                              f"got {getattr(cfg, name)}")
+    for name in ("lr", "alpha"):
+        value = getattr(cfg, name)
+        if not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"--{name} must be a positive number, got {value}")
+    if not math.isfinite(cfg.theta):
+        raise ConfigError(f"--theta must be a finite number, got {cfg.theta}")
+    if not (0.0 < cfg.icp_rate <= 1.0):
+        raise ConfigError(f"--icp-rate must be in (0, 1], got {cfg.icp_rate}")
+    for name, allowed in CHOICES.items():
+        if getattr(cfg, name) not in allowed:
+            raise ConfigError(f"--{name} must be one of {', '.join(allowed)}, "
+                              f"got {getattr(cfg, name)!r}")
+    return cfg
+
+
+def config_from_args(argv=None):
+    """Parse ``argv`` into a validated :class:`Config` plus the run-control flags."""
+    parser = build_parser()
+    parser.add_argument("--resume", metavar="RUN_DIR", default=None,
+                        help="continue the run in RUN_DIR from its last checkpoint "
+                        "(every other flag is taken from the saved configuration)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="allow --out to name a folder that already holds a run")
+    args = parser.parse_args(argv)
+    control = {"resume": args.resume, "overwrite": args.overwrite}
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)}
+    cfg = Config(**values)
+    try:
+        validate(cfg)
+    except ConfigError as exc:
+        parser.error(str(exc))  # one line on stderr, exit code 2
+    return cfg, control

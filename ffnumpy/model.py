@@ -1,0 +1,230 @@
+r"""FF and SymBa networks: a stack of FF layers, each trained by its own loss.
+
+Every minibatch updates every layer. Layer l receives the activities of layer l-1
+computed in the same forward pass, as plain numbers: no gradient crosses between
+layers. Positive and negative samples are stacked into one (2B, D) array so that
+each layer does one matrix product for both.
+
+The first layer never builds the label-encoded input. With the split of
+:mod:`ffnumpy.labels`, for an image x with label c and n_c the normalising length,
+
+.. math:: z = \frac{W\,\text{base}(x) + W\,\text{code}_c}{n_c} + b, \qquad
+          n_c = \sqrt{k(\lVert\text{base}(x)\rVert^2 + \lVert\text{code}_c\rVert^2) + \epsilon}
+
+so the image product ``W base(x)`` is computed once per image and shared by its
+positive and its negative (training) or by all C candidate labels (prediction); the
+per-class products ``W code_c`` are a (C, D) table. The weight gradient splits the
+same way. Tests prove this path equal to :func:`ffnumpy.layers.ff_layer_forward` /
+``ff_layer_backward`` on explicitly encoded inputs.
+"""
+import numpy as np
+
+from .layers import NORM_EPS, _norm_scale, init_linear, normalize_forward
+from .losses import LOSSES, goodness, goodness_backward
+from .optim import make_optimizer
+
+# Rows of label-expanded activity (candidates x images) per prediction chunk:
+# bounds prediction memory to PREDICT_ROWS x width floats per layer.
+PREDICT_ROWS = 16384
+
+
+class FFNet:
+    """A Forward-Forward network trained with the FF loss or the SymBa loss.
+
+    Parameters
+    ----------
+    encoder : ffnumpy.labels.LabelEncoder
+    widths : sequence of int
+        Units per layer, e.g. (500, 500).
+    xp : module
+        numpy or cupy.
+    rng : numpy.random.Generator
+        Draws the initial weights (on the host).
+    algo : {"symba", "ff"}
+    goodness_kind : {"sum", "mean"}
+    norm : {"l2", "rms"}
+    theta, alpha : float
+        FF threshold, SymBa scale.
+    optimizer, lr : str, float
+    skip_first_layer : bool
+        Leave layer 1 out of the goodness summed at prediction (Hinton's reference code).
+    dtype : str
+    """
+
+    def __init__(self, encoder, widths, xp, rng, algo="symba", goodness_kind="sum",
+                 norm="l2", theta=2.0, alpha=4.0, optimizer="adam", lr=0.001,
+                 skip_first_layer=False, dtype="float32"):
+        if algo not in LOSSES:
+            raise ValueError(f"FFNet algo must be one of {tuple(LOSSES)}, got {algo!r}")
+        self.xp, self.dtype = xp, dtype
+        self.algo, self.goodness_kind, self.norm = algo, goodness_kind, norm
+        self.loss_params = {"theta": theta} if algo == "ff" else {"alpha": alpha}
+        self.skip_first_layer = skip_first_layer
+        self.set_encoder(encoder)
+        d_ins = [encoder.d_in] + list(widths[:-1])
+        self.W, self.b = [], []
+        for d_in, d_out in zip(d_ins, widths):
+            W, b = init_linear(d_in, d_out, rng, dtype)
+            self.W.append(xp.asarray(W))
+            self.b.append(xp.asarray(b))
+        self.optimizers = [make_optimizer(optimizer, [W, b], lr) for W, b in zip(self.W, self.b)]
+
+    def set_encoder(self, encoder):
+        """Use ``encoder``'s label codes (e.g. the ICP patterns saved with a model)."""
+        self.encoder = encoder
+        self.codes = self.xp.asarray(encoder.codes, dtype=self.dtype)  # (C, D_in)
+        self.code_sq = (self.codes * self.codes).sum(axis=1)  # (C,)
+
+    @property
+    def n_layers(self):
+        return len(self.W)
+
+    def params(self):
+        """All parameter arrays in a fixed order: W1, b1, W2, b2, ..."""
+        return [p for pair in zip(self.W, self.b) for p in pair]
+
+    # --- first layer, split product ---
+
+    def _first_layer_z(self, base, labels):
+        """Pre-activation of layer 1 for each image paired with each label in ``labels``.
+
+        Parameters
+        ----------
+        base : array of shape (B, D_img)
+            ``encoder.base(x)``.
+        labels : list of K integer arrays of shape (B,)
+            K label assignments (K=2 for positive and negative in training).
+
+        Returns
+        -------
+        z : array of shape (K*B, D_1)
+            Rows k*B .. (k+1)*B-1 hold the images paired with ``labels[k]``.
+        n : array of shape (K*B, 1)
+            Normalising lengths.
+        """
+        xp, W, b = self.xp, self.W[0], self.b[0]
+        k = _norm_scale(self.norm, self.encoder.d_in)
+        z_base = base @ W[:, self.encoder.base_cols].T  # (B, D_1): shared by all K
+        z_codes = self.codes @ W.T  # (C, D_1)
+        base_sq = (base * base).sum(axis=1)  # (B,)
+        z = xp.concatenate([z_base + z_codes[y] for y in labels])  # (K*B, D_1)
+        n = xp.sqrt(k * xp.concatenate([base_sq + self.code_sq[y] for y in labels]) + NORM_EPS)
+        n = n[:, None]  # (K*B, 1)
+        z /= n
+        z += b
+        return z, n
+
+    def _first_layer_dW(self, dz, n, base, labels):
+        """dL/dW_1 from dz of the stacked rows of :meth:`_first_layer_z`.
+
+        Since x_hat = (base + code_y) / n, dW = dz^T x_hat splits into
+        (sum_k dz_k / n_k)^T base on the base columns plus M^T codes, where
+        M[c] sums dz/n over the rows whose label is c.
+        """
+        xp = self.xp
+        dz_s = dz / n  # (K*B, D_1)
+        B = base.shape[0]
+        dW = self.codes.T @ self._class_sums(dz_s, xp.concatenate(labels))  # (D_in, D_1)
+        dW = dW.T.copy()  # (D_1, D_in)
+        dz_img = dz_s[:B]
+        for k in range(1, len(labels)):
+            dz_img = dz_img + dz_s[k * B:(k + 1) * B]  # (B, D_1)
+        dW[:, self.encoder.base_cols] += dz_img.T @ base
+        return dW
+
+    def _class_sums(self, rows, y):
+        """M[c] = sum of ``rows`` whose label is c, as a one-hot product. Shape (C, D)."""
+        xp = self.xp
+        onehot = (xp.arange(self.encoder.n_classes)[:, None] == y[None, :]).astype(rows.dtype)
+        return onehot @ rows  # (C, K*B) @ (K*B, D)
+
+    # --- training ---
+
+    def train_step(self, x, y, y_neg):
+        """One update of every layer from its own loss on a minibatch.
+
+        Parameters
+        ----------
+        x : array of shape (B, D_img)
+            Images (without labels).
+        y, y_neg : integer arrays of shape (B,)
+            True labels (positives) and wrong labels (negatives), on the device.
+
+        Returns
+        -------
+        stats : array of shape (L, 3), on the device
+            Per layer: the loss, mean |dL/dG_pos| and mean |dL/dG_neg| per pair
+            (the quantities of Eqs. 6-7). Not synchronised: read only when logging.
+        """
+        xp = self.xp
+        B = x.shape[0]
+        loss_fn, grad_fn = LOSSES[self.algo]
+        stats = []
+        base = self.encoder.base(x)  # (B, D_img)
+        h_in = None
+        for l in range(self.n_layers):
+            if l == 0:
+                z, n = self._first_layer_z(base, [y, y_neg])  # (2B, D_1)
+            else:
+                x_hat, _ = normalize_forward(h_in, self.norm)  # (2B, D_l-1)
+                z = x_hat @ self.W[l].T  # (2B, D_l)
+                z += self.b[l]
+            h = xp.maximum(z, 0, out=z)  # (2B, D_l), ReLU in place
+            g = goodness(h, self.goodness_kind)  # (2B,)
+            g_pos, g_neg = g[:B], g[B:]
+            loss = loss_fn(g_pos, g_neg, **self.loss_params)
+            dg_pos, dg_neg = grad_fn(g_pos, g_neg, **self.loss_params)
+            # dL/dz = dL/dh * [z > 0], and dL/dh = 2 dG h is already 0 wherever z <= 0,
+            # so the ReLU mask is implicit (tests compare with ff_layer_backward).
+            dz = goodness_backward(xp.concatenate([dg_pos, dg_neg]), h, self.goodness_kind)
+            if l == 0:
+                dW = self._first_layer_dW(dz, n, base, [y, y_neg])
+            else:
+                dW = dz.T @ x_hat  # (D_l, D_l-1)
+            db = dz.sum(axis=0)  # (D_l,)
+            stats.append(xp.stack([loss, xp.abs(dg_pos).sum(), xp.abs(dg_neg).sum()]))
+            self.optimizers[l].step([dW, db])
+            h_in = h
+        return xp.stack(stats)  # (L, 3)
+
+    # --- prediction ---
+
+    def goodness_per_label(self, x, per_layer=False):
+        """Goodness of every image paired with every label.
+
+        Parameters
+        ----------
+        x : array of shape (N, D_img)
+        per_layer : bool
+            Return each layer's goodness separately instead of the sum.
+
+        Returns
+        -------
+        array of shape (N, C), the goodness summed over the counted layers, or of
+        shape (L, N, C) with ``per_layer``.
+        """
+        xp, C = self.xp, self.encoder.n_classes
+        chunk = max(1, PREDICT_ROWS // C)
+        out = xp.zeros((self.n_layers, x.shape[0], C), dtype=self.dtype)  # (L, N, C)
+        for start in range(0, x.shape[0], chunk):
+            xb = x[start:start + chunk]
+            B = xb.shape[0]
+            labels = [xp.full(B, c) for c in range(C)]  # every candidate label
+            z, _ = self._first_layer_z(self.encoder.base(xb), labels)  # (C*B, D_1)
+            h = xp.maximum(z, 0, out=z)
+            for l in range(self.n_layers):
+                if l > 0:
+                    x_hat, _ = normalize_forward(h, self.norm)
+                    h = x_hat @ self.W[l].T
+                    h += self.b[l]
+                    h = xp.maximum(h, 0, out=h)  # (C*B, D_l)
+                g = goodness(h, self.goodness_kind)  # (C*B,)
+                out[l, start:start + B] = g.reshape(C, B).T  # (B, C)
+        if per_layer:
+            return out
+        first = 1 if self.skip_first_layer and self.n_layers > 1 else 0
+        return out[first:].sum(axis=0)  # (N, C)
+
+    def predict(self, x):
+        """Label with the highest summed goodness, argmax_y G(x, y) (paper Sec. 3.3). Shape (N,)."""
+        return self.goodness_per_label(x).argmax(axis=1)
