@@ -235,6 +235,8 @@ def main(argv=None):
                 print(f"{run_dir}: the run is already complete ({cfg.epochs} epochs)")
                 return meta["metrics"]
             print(f"resuming {run_dir} at epoch {meta['next_epoch']}, step {meta['next_step']}")
+            for stale in run_dir.glob(".*.tmp"):  # left by a write that a kill cut short
+                stale.unlink()
             resume_state = (arrays, meta)
         else:
             run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)

@@ -1,0 +1,163 @@
+"""Runs that survive: kill-and-resume equality, graceful SIGTERM, the NaN guard, damaged
+checkpoints, and the predict command."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from ffnumpy.checkpoint import CheckpointError, load_archive, save_archive
+from ffnumpy.model import FFNet
+from ffnumpy.predict import main as predict_main
+from ffnumpy.train import main
+from tests.conftest import make_tiny_mnist
+
+# 1,200 images, batch 40: 30 steps an epoch, long enough to be interrupted mid-epoch
+ARGS = ["mnist", "--epochs", "6", "--batch-size", "40", "--width", "96", "--lr", "0.01",
+        "--seed", "3"]
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    make_tiny_mnist(tmp_path / "data" / "mnist", n_train=1200, n_test=100)
+    return tmp_path / "data"
+
+
+def start(args):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "ffnumpy.train", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def assert_same_run(dir_a, dir_b):
+    a, meta_a = load_archive(dir_a / "model.npz")
+    b, meta_b = load_archive(dir_b / "model.npz")
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    arch_a, ma = load_archive(dir_a / "checkpoint.npz")
+    arch_b, mb = load_archive(dir_b / "checkpoint.npz")
+    for key in arch_a:  # weights and the Adam moments
+        np.testing.assert_array_equal(arch_a[key], arch_b[key], err_msg=key)
+    for ra, rb in zip(ma["metrics"]["epochs"], mb["metrics"]["epochs"], strict=True):
+        assert (ra["epoch"], ra["loss"], ra["test_error"]) == (rb["epoch"], rb["loss"],
+                                                                rb["test_error"])
+
+
+@pytest.mark.parametrize("algo", ["symba", "bp"])
+def test_sigkill_at_a_random_moment_then_resume_is_identical(data_dir, tmp_path, algo):
+    ref = tmp_path / "ref"
+    main([*ARGS, "--algo", algo, "--data-dir", str(data_dir), "--out", str(ref)])
+    run = tmp_path / "killed"
+    proc = start([*ARGS, "--algo", algo, "--data-dir", str(data_dir), "--out", str(run)])
+    deadline = time.time() + 120
+    while not (run / "checkpoint.npz").exists() and time.time() < deadline:
+        time.sleep(0.005)
+    time.sleep(np.random.default_rng().uniform(0.0, 0.3))  # a random moment after epoch 1
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (run / "model.npz").exists()
+    main(["--resume", str(run)])
+    assert_same_run(ref, run)
+    assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]  # stale temporaries gone
+
+
+def test_sigterm_checkpoints_mid_epoch_and_resume_is_identical(data_dir, tmp_path):
+    ref = tmp_path / "ref"
+    main([*ARGS, "--data-dir", str(data_dir), "--out", str(ref)])
+    run = tmp_path / "stopped"
+    proc = start([*ARGS, "--data-dir", str(data_dir), "--out", str(run)])
+    deadline = time.time() + 120
+    while not (run / "metrics.json").exists() and time.time() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert f"--resume {run}" in out
+    _, meta = load_archive(run / "checkpoint.npz")
+    assert (meta["next_epoch"], meta["next_step"]) > (2, 0)
+    main(["--resume", str(run)])
+    assert_same_run(ref, run)
+
+
+def test_resume_of_a_finished_run_changes_nothing(data_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    main([*ARGS, "--epochs", "1", "--data-dir", str(data_dir), "--out", str(run)])
+    before = (run / "model.npz").read_bytes()
+    main(["--resume", str(run)])
+    assert "already complete" in capsys.readouterr().out
+    assert (run / "model.npz").read_bytes() == before
+
+
+def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(data_dir, tmp_path, monkeypatch,
+                                                            capsys):
+    calls = {"n": 0}
+    original = FFNet.train_step
+
+    def poisoned(self, *args):
+        calls["n"] += 1
+        if calls["n"] == 45:  # epoch 2 (30 steps an epoch)
+            self.W[1][0, 0] = np.nan
+        return original(self, *args)
+
+    monkeypatch.setattr(FFNet, "train_step", poisoned)
+    run = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_info:
+        main([*ARGS, "--data-dir", str(data_dir), "--out", str(run)])
+    assert exit_info.value.code == 3
+    err = capsys.readouterr().err
+    assert "layer 2" in err and "epoch 2" in err and "--lr" in err
+    arrays, meta = load_archive(run / "checkpoint.npz")
+    assert meta["next_epoch"] == 2
+    assert all(np.isfinite(a).all() for a in arrays.values())
+
+
+def test_damaged_checkpoints_get_clear_errors(data_dir, tmp_path):
+    run = tmp_path / "run"
+    main([*ARGS, "--epochs", "1", "--data-dir", str(data_dir), "--out", str(run)])
+    ckpt = run / "checkpoint.npz"
+    arrays, meta = load_archive(ckpt)
+    save_archive(tmp_path / "v99.npz", arrays, {**meta, "version": 99})
+    with pytest.raises(CheckpointError, match="version 99"):
+        load_archive(tmp_path / "v99.npz")
+    data = ckpt.read_bytes()
+    for damaged in (data[:100], data[: len(data) - 50], b"\x00" * len(data)):
+        ckpt.write_bytes(damaged)
+        result = subprocess.run([sys.executable, "-m", "ffnumpy.train", "--resume", str(run)],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert "checkpoint" in result.stderr or "corrupted" in result.stderr
+
+
+def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path):
+    target = tmp_path / "c.npz"
+    save_archive(target, {"a": np.ones(3)}, {"kind": "test"})
+    before = target.read_bytes()
+
+    class Boom(Exception):
+        pass
+
+    class Exploding:
+        def __array__(self, *args, **kwargs):
+            raise Boom
+
+    with pytest.raises(Boom):
+        save_archive(target, {"a": np.zeros(3), "b": Exploding()}, {"kind": "test"})
+    assert target.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["c.npz"]  # no temporary left behind
+
+
+def test_predict_command_reproduces_the_logged_error(data_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    metrics = main([*ARGS, "--epochs", "2", "--data-dir", str(data_dir), "--out", str(run)])
+    error = predict_main([str(run), "--data-dir", str(data_dir), "--save",
+                          str(tmp_path / "pred.npy")])
+    assert error == metrics["final_test_error"]
+    assert np.load(tmp_path / "pred.npy").shape == (100,)
+    with pytest.raises(SystemExit) as exit_info:
+        predict_main([str(tmp_path / "nowhere")])
+    assert exit_info.value.code == 2
