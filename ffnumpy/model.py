@@ -19,7 +19,7 @@ same way. Tests prove this path equal to :func:`ffnumpy.layers.ff_layer_forward`
 """
 import numpy as np
 
-from .layers import NORM_EPS, _norm_scale, init_linear, normalize_forward
+from .layers import NORM_EPS, _norm_scale, init_linear
 from .losses import LOSSES, goodness, goodness_backward
 from .optim import make_optimizer
 
@@ -83,7 +83,7 @@ class FFNet:
         """All parameter arrays in a fixed order: W1, b1, W2, b2, ..."""
         return [p for pair in zip(self.W, self.b) for p in pair]
 
-    # --- first layer, split product ---
+    # --- one layer's pre-activation, with the normalisation folded in ---
 
     def _first_layer_z(self, base, labels):
         """Pre-activation of layer 1 for each image paired with each label in ``labels``.
@@ -102,33 +102,49 @@ class FFNet:
         n : array of shape (K*B, 1)
             Normalising lengths.
         """
-        xp, W, b = self.xp, self.W[0], self.b[0]
+        xp, W = self.xp, self.W[0]
         k = _norm_scale(self.norm, self.encoder.d_in)
         z_base = base @ W[:, self.encoder.base_cols].T  # (B, D_1): shared by all K
         z_codes = self.codes @ W.T  # (C, D_1)
-        base_sq = (base * base).sum(axis=1)  # (B,)
+        base_sq = goodness(base, "sum")  # (B,), row sums of squares
         z = xp.concatenate([z_base + z_codes[y] for y in labels])  # (K*B, D_1)
         n = xp.sqrt(k * xp.concatenate([base_sq + self.code_sq[y] for y in labels]) + NORM_EPS)
-        n = n[:, None]  # (K*B, 1)
+        return self._scale_shift(z, n[:, None], 0), n[:, None]
+
+    def _hidden_layer_z(self, l, h_in, sq_in):
+        """Pre-activation of layer l > 1 from the raw activities of layer l-1.
+
+        ``x_hat W^T = (h W^T) / n``: the normalisation is applied to the (narrower or
+        equal) product instead of the input, and n comes from ``sq_in``, the row sums of
+        squares that layer l-1's goodness already computed. Returns z and n.
+        """
+        k = _norm_scale(self.norm, h_in.shape[1])
+        n = self.xp.sqrt(k * sq_in + NORM_EPS)[:, None]  # (K*B, 1)
+        return self._scale_shift(h_in @ self.W[l].T, n, l), n  # (K*B, D_l)
+
+    def _scale_shift(self, z, n, l):
         z /= n
-        z += b
-        return z, n
+        z += self.b[l]
+        return z
 
-    def _first_layer_dW(self, dz, n, base, labels):
-        """dL/dW_1 from dz of the stacked rows of :meth:`_first_layer_z`.
+    def _sum_sq(self, g, width):
+        """Row sums of squares from a goodness: G itself for "sum", D*G for "mean"."""
+        return g if self.goodness_kind == "sum" else g * width
 
-        Since x_hat = (base + code_y) / n, dW = dz^T x_hat splits into
+    def _first_layer_dW(self, dz_s, base, labels):
+        """dL/dW_1 from dz/n of the stacked rows of :meth:`_first_layer_z`.
+
+        Since x_hat = (base + code_y) / n, dW = (dz/n)^T x_hat splits into
         (sum_k dz_k / n_k)^T base on the base columns plus M^T codes, where
         M[c] sums dz/n over the rows whose label is c.
         """
         xp = self.xp
-        dz_s = dz / n  # (K*B, D_1)
         B = base.shape[0]
-        dW = self.codes.T @ self._class_sums(dz_s, xp.concatenate(labels))  # (D_in, D_1)
-        dW = dW.T.copy()  # (D_1, D_in)
-        dz_img = dz_s[:B]
+        dW = (self.codes.T @ self._class_sums(dz_s, xp.concatenate(labels))).T  # (D_1, D_in)
+        dW = xp.ascontiguousarray(dW)
+        dz_img = dz_s[:B].copy()  # (B, D_1)
         for k in range(1, len(labels)):
-            dz_img = dz_img + dz_s[k * B:(k + 1) * B]  # (B, D_1)
+            dz_img += dz_s[k * B:(k + 1) * B]
         dW[:, self.encoder.base_cols] += dz_img.T @ base
         return dW
 
@@ -161,14 +177,12 @@ class FFNet:
         loss_fn, grad_fn = LOSSES[self.algo]
         stats = []
         base = self.encoder.base(x)  # (B, D_img)
-        h_in = None
+        h_in = sq_in = None
         for l in range(self.n_layers):
             if l == 0:
                 z, n = self._first_layer_z(base, [y, y_neg])  # (2B, D_1)
             else:
-                x_hat, _ = normalize_forward(h_in, self.norm)  # (2B, D_l-1)
-                z = x_hat @ self.W[l].T  # (2B, D_l)
-                z += self.b[l]
+                z, n = self._hidden_layer_z(l, h_in, sq_in)  # (2B, D_l)
             h = xp.maximum(z, 0, out=z)  # (2B, D_l), ReLU in place
             g = goodness(h, self.goodness_kind)  # (2B,)
             g_pos, g_neg = g[:B], g[B:]
@@ -177,14 +191,15 @@ class FFNet:
             # dL/dz = dL/dh * [z > 0], and dL/dh = 2 dG h is already 0 wherever z <= 0,
             # so the ReLU mask is implicit (tests compare with ff_layer_backward).
             dz = goodness_backward(xp.concatenate([dg_pos, dg_neg]), h, self.goodness_kind)
-            if l == 0:
-                dW = self._first_layer_dW(dz, n, base, [y, y_neg])
-            else:
-                dW = dz.T @ x_hat  # (D_l, D_l-1)
             db = dz.sum(axis=0)  # (D_l,)
+            dz /= n  # dL/dz * 1/n: the normalisation's share of dW = dz^T (h_in / n)
+            if l == 0:
+                dW = self._first_layer_dW(dz, base, [y, y_neg])
+            else:
+                dW = dz.T @ h_in  # (D_l, D_l-1)
             stats.append(xp.stack([loss, xp.abs(dg_pos).sum(), xp.abs(dg_neg).sum()]))
             self.optimizers[l].step([dW, db])
-            h_in = h
+            h_in, sq_in = h, self._sum_sq(g, h.shape[1])
         return xp.stack(stats)  # (L, 3)
 
     # --- prediction ---
@@ -210,14 +225,11 @@ class FFNet:
             xb = x[start:start + chunk]
             B = xb.shape[0]
             labels = [xp.full(B, c) for c in range(C)]  # every candidate label
-            z, _ = self._first_layer_z(self.encoder.base(xb), labels)  # (C*B, D_1)
-            h = xp.maximum(z, 0, out=z)
+            h, _ = self._first_layer_z(self.encoder.base(xb), labels)  # (C*B, D_1)
             for l in range(self.n_layers):
                 if l > 0:
-                    x_hat, _ = normalize_forward(h, self.norm)
-                    h = x_hat @ self.W[l].T
-                    h += self.b[l]
-                    h = xp.maximum(h, 0, out=h)  # (C*B, D_l)
+                    h, _ = self._hidden_layer_z(l, h, self._sum_sq(g, h.shape[1]))
+                h = xp.maximum(h, 0, out=h)  # (C*B, D_l)
                 g = goodness(h, self.goodness_kind)  # (C*B,)
                 out[l, start:start + B] = g.reshape(C, B).T  # (B, C)
         if per_layer:
@@ -228,3 +240,4 @@ class FFNet:
     def predict(self, x):
         """Label with the highest summed goodness, argmax_y G(x, y) (paper Sec. 3.3). Shape (N,)."""
         return self.goodness_per_label(x).argmax(axis=1)
+

@@ -20,12 +20,6 @@ def _cupy_or_skip():
         pytest.skip(f"CuPy backend unavailable: {exc}")
 
 
-@pytest.fixture(params=["numpy", "cupy"])
-def xp(request):
-    """Each array module; the cupy case is skipped visibly (-rs) without CuPy or a GPU."""
-    return np if request.param == "numpy" else _cupy_or_skip()
-
-
 @pytest.fixture
 def cupy():
     return _cupy_or_skip()

@@ -1,0 +1,242 @@
+"""Benchmark: ``python -m ffnumpy.bench`` times training and prediction against the
+matrix-multiply bound of the same shapes, measured in the same process.
+
+Training an FF/SymBa MLP is almost all matrix products, so the honest yardstick is
+what the machine's BLAS (or cuBLAS) needs for exactly those products. Two bounds are
+printed for each phase:
+
+* **naive**: the products of the textbook computation (every positive and every
+  negative pass through every layer; prediction runs all C labels through every layer);
+* **ours**: the products this implementation actually performs (the first layer's
+  image product is shared by a positive and its negative, and by all C candidate
+  labels at prediction; see :mod:`ffnumpy.model`).
+
+A ratio below 1 against the naive bound means the work was restructured, not that
+BLAS was beaten. Every time is a median over repeats; GPU clocks are read only after
+synchronising.
+"""
+import argparse
+import math
+import statistics
+import time
+import tracemalloc
+
+import numpy as np
+
+from .backend import BACKENDS, device_name, get_xp, synchronize
+from .config import Config
+from .data import load_dataset
+from .labels import sample_negative_labels
+from .model import FFNet
+from .saving import build_model
+
+
+def _timed(xp, fn, repeats):
+    times = []
+    for _ in range(repeats):
+        synchronize(xp)
+        t0 = time.perf_counter()
+        fn()
+        synchronize(xp)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def matmul_bound(xp, shapes, dtype, repeats):
+    """Median seconds for the products (m, k) @ (k, n) listed in ``shapes`` (with counts)."""
+    total = 0.0
+    for (m, k, n), count in shapes.items():
+        a = xp.ones((m, k), dtype=dtype)
+        b = xp.ones((k, n), dtype=dtype)
+        out = xp.empty((m, n), dtype=dtype)
+        xp.matmul(a, b, out=out)  # warm up
+        total += count * _timed(xp, lambda: xp.matmul(a, b, out=out), repeats)
+    return total
+
+
+def _add(shapes, key, count=1):
+    shapes[key] = shapes.get(key, 0) + count
+
+
+def training_shapes(n_train, batch, d_image, d_in, widths, split_first):
+    """Products of one epoch: forward z = x W^T and weight gradient dW = dz^T x per layer."""
+    shapes = {}
+    steps = [batch] * (n_train // batch) + ([n_train % batch] if n_train % batch else [])
+    for B in steps:
+        for l, d_out in enumerate(widths):
+            d_prev = d_in if l == 0 else widths[l - 1]
+            if l == 0 and split_first:  # one image product for the positive and its negative
+                _add(shapes, (B, d_image, d_out))
+                _add(shapes, (d_out, B, d_image))
+            else:
+                _add(shapes, (2 * B, d_prev, d_out))
+                _add(shapes, (d_out, 2 * B, d_prev))
+    return shapes
+
+
+def prediction_shapes(n_test, n_classes, d_image, d_in, widths, split_first, chunk):
+    """Products of predicting the test set: every image with every candidate label."""
+    shapes = {}
+    for start in range(0, n_test, chunk):
+        B = min(chunk, n_test - start)
+        for l, d_out in enumerate(widths):
+            d_prev = d_in if l == 0 else widths[l - 1]
+            if l == 0 and split_first:
+                _add(shapes, (B, d_image, d_out))
+            else:
+                _add(shapes, (n_classes * B, d_prev, d_out))
+    return shapes
+
+
+def bench_config(cfg, data, repeats):
+    """Time one configuration; returns a dict of measurements."""
+    xp = get_xp(cfg.backend)
+    model = build_model(cfg, data.n_classes, data.image_shape, xp)
+    x = xp.asarray(data.x_train, dtype=cfg.dtype)
+    y = xp.asarray(data.y_train)
+    x_test = xp.asarray(data.x_test, dtype=cfg.dtype)
+    rng = np.random.default_rng(cfg.seed)
+    y_neg = xp.asarray(sample_negative_labels(data.y_train, data.n_classes, rng))
+    n, B = x.shape[0], cfg.batch_size
+
+    def epoch():
+        for s in range(0, n, B):
+            if isinstance(model, FFNet):
+                stats = model.train_step(x[s:s + B], y[s:s + B], y_neg[s:s + B])
+            else:
+                stats = model.train_step(x[s:s + B], y[s:s + B])
+        return stats
+
+    epoch()  # warm up (allocator, BLAS threads)
+    train_s = _timed(xp, epoch, repeats)
+    predict_s = _timed(xp, lambda: model.predict(x_test), repeats)
+
+    tracemalloc.start()  # NumPy reports its allocations to tracemalloc
+    model.train_step(x[:B], y[:B], y_neg[:B]) if isinstance(model, FFNet) else \
+        model.train_step(x[:B], y[:B])
+    peak_step = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+
+    d_image = data.x_train.shape[1]
+    widths = [cfg.width] * cfg.layers
+    result = {"config": f"{cfg.algo} {cfg.labels if cfg.algo != 'bp' else ''} "
+                        f"{cfg.layers}x{cfg.width} {cfg.dtype}".replace("  ", " "),
+              "train_s": train_s, "predict_s": predict_s, "peak_step_bytes": peak_step}
+    if isinstance(model, FFNet):
+        d_in, C = model.encoder.d_in, data.n_classes
+        from .model import PREDICT_ROWS
+
+        chunk = max(1, PREDICT_ROWS // C)
+        for name, split in (("naive", False), ("ours", True)):
+            result[f"train_bound_{name}"] = matmul_bound(
+                xp, training_shapes(n, B, d_image, d_in, widths, split), cfg.dtype, repeats)
+            result[f"predict_bound_{name}"] = matmul_bound(
+                xp, prediction_shapes(x_test.shape[0], C, d_image, d_in, widths, split, chunk),
+                cfg.dtype, repeats)
+    else:
+        dims = [d_image] + widths + [data.n_classes]
+        shapes = {}
+        steps = [B] * (n // B) + ([n % B] if n % B else [])
+        for b in steps:
+            for l in range(len(dims) - 1):
+                _add(shapes, (b, dims[l], dims[l + 1]))  # forward
+                _add(shapes, (dims[l + 1], b, dims[l]))  # dW
+                if l > 0:
+                    _add(shapes, (b, dims[l + 1], dims[l]))  # dx
+        result["train_bound_ours"] = result["train_bound_naive"] = matmul_bound(
+            xp, shapes, cfg.dtype, repeats)
+    return result
+
+
+def memory_by_depth(depths, width, batch, algos=("symba", "bp"), d_image=784, n_classes=10):
+    """Peak traced bytes of one training step for each depth (NumPy backend, synthetic data)."""
+    from .data import Dataset
+
+    rng = np.random.default_rng(0)
+    x = rng.random((batch, d_image), dtype=np.float32)
+    y = rng.integers(0, n_classes, batch)
+    data = Dataset(x, y, x[:1], y[:1], n_classes, (1, 28, 28), "synthetic")
+    out = {algo: [] for algo in algos}
+    for algo in algos:
+        for depth in depths:
+            cfg = Config(algo=algo, layers=depth, width=width, batch_size=batch)
+            model = build_model(cfg, n_classes, data.image_shape, np)
+            y_neg = sample_negative_labels(y, n_classes, rng)
+            step = (lambda: model.train_step(x, y, y_neg)) if algo != "bp" else \
+                (lambda: model.train_step(x, y))
+            step()  # Adam moments allocated outside the measured step
+            tracemalloc.start()
+            step()
+            out[algo].append(tracemalloc.get_traced_memory()[1])
+            tracemalloc.stop()
+    return out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m ffnumpy.bench", description=__doc__.split(
+        "\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--backend", choices=BACKENDS, nargs="+", default=["numpy"])
+    parser.add_argument("--algo", choices=("symba", "ff", "bp"), nargs="+", default=["symba"])
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--width", type=int, default=500)
+    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    parser.add_argument("--repeats", type=int, default=3, help="median over this many runs")
+    parser.add_argument("--memory-plot", metavar="PNG", default=None,
+                        help="also measure peak step memory for 2..8 layers and plot it here")
+    args = parser.parse_args(argv)
+    if args.repeats < 1 or args.layers < 1 or args.width < 1:
+        parser.error("--repeats, --layers and --width must be at least 1")
+    data = load_dataset("mnist")
+    results = []
+    for backend in args.backend:
+        xp = get_xp(backend)
+        print(f"backend {backend}: {device_name(xp)}", flush=True)
+        for algo in args.algo:
+            cfg = Config(algo=algo, layers=args.layers, width=args.width, dtype=args.dtype,
+                         backend=backend, labels="overlay" if algo == "ff" else "icp")
+            r = bench_config(cfg, data, args.repeats)
+            r["backend"] = backend
+            results.append(r)
+            print(format_result(r), flush=True)
+    if args.memory_plot:
+        depths = list(range(2, 9))
+        mem = memory_by_depth(depths, args.width, 4096)
+        for algo, values in mem.items():
+            print(f"peak step memory {algo}: " + " ".join(
+                f"{d}L={v / 2**20:.0f}MiB" for d, v in zip(depths, values)))
+        plot_memory(depths, mem, args.memory_plot)
+    return results
+
+
+def format_result(r):
+    lines = [f"  {r['config']}: train epoch {r['train_s']:.3f}s, predict test set "
+             f"{r['predict_s']:.3f}s, peak step memory {r['peak_step_bytes'] / 2**20:.0f} MiB"]
+    for phase in ("train", "predict"):
+        for name in ("naive", "ours"):
+            key = f"{phase}_bound_{name}"
+            if key in r:
+                lines.append(f"    {phase}: matmul bound ({name} shapes) {r[key]:.3f}s, "
+                             f"ratio {r[phase + '_s'] / r[key]:.2f}x")
+    return "\n".join(lines)
+
+
+def plot_memory(depths, mem, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for algo, values in mem.items():
+        ax.plot(depths, [v / 2**20 for v in values], marker="o", label=algo)
+    ax.set_xlabel("hidden layers (width 500, batch 4096)")
+    ax.set_ylabel("peak memory of one step (MiB)")
+    ax.set_title("Training-step memory vs depth (NumPy, tracemalloc)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
