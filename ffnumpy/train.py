@@ -171,7 +171,7 @@ def run(cfg, run_dir, data, resume_state=None):
             bar.close()
             synchronize(xp)
             train_seconds = seconds_so_far + time.perf_counter() - t0
-            record = epoch_record(model, cfg, epoch, to_host(stats_sum) / n_steps, train_seconds)
+            record = epoch_record(epoch, to_host(stats_sum) / n_steps, train_seconds)
             _check_finite(model, record, epoch, run_dir)
             if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
                 t1 = time.perf_counter()
@@ -191,7 +191,7 @@ def run(cfg, run_dir, data, resume_state=None):
     return metrics
 
 
-def epoch_record(model, cfg, epoch, stats, train_seconds):
+def epoch_record(epoch, stats, train_seconds):
     """Per-epoch metrics from the mean of the per-step statistics (L, 3) or (1, 1)."""
     record = {"epoch": epoch, "train_seconds": train_seconds, "loss": stats[:, 0].tolist()}
     if stats.shape[1] == 3:  # FF/SymBa: per-layer mean |dL/dG_pos|, |dL/dG_neg| per pair
