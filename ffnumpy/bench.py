@@ -16,7 +16,6 @@ BLAS was beaten. Every time is a median over repeats; GPU clocks are read only a
 synchronising.
 """
 import argparse
-import math
 import statistics
 import time
 import tracemalloc

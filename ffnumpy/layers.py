@@ -42,7 +42,7 @@ def normalize_forward(x, kind="l2", eps=NORM_EPS):
     x_hat : array of shape (B, D)
     cache : tuple for :func:`normalize_backward`
     """
-    k = _norm_scale(kind, x.shape[1])
+    k = norm_scale(kind, x.shape[1])
     n = xp_of(x).sqrt(k * (x * x).sum(axis=1, keepdims=True) + eps)  # (B, 1)
     x_hat = x / n  # (B, D)
     return x_hat, (x_hat, n, k)
@@ -73,7 +73,7 @@ def normalize_backward(dx_hat, cache):
     return (dx_hat - k * radial * x_hat) / n  # (B, D)
 
 
-def _norm_scale(kind, d):
+def norm_scale(kind, d):
     if kind == "l2":
         return 1.0
     if kind == "rms":

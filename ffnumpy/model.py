@@ -17,9 +17,7 @@ per-class products ``W code_c`` are a (C, D) table. The weight gradient splits t
 same way. Tests prove this path equal to :func:`ffnumpy.layers.ff_layer_forward` /
 ``ff_layer_backward`` on explicitly encoded inputs.
 """
-import numpy as np
-
-from .layers import NORM_EPS, _norm_scale, init_linear
+from .layers import NORM_EPS, norm_scale, init_linear
 from .losses import LOSSES, goodness, goodness_backward
 from .optim import make_optimizer
 
@@ -103,7 +101,7 @@ class FFNet:
             Normalising lengths.
         """
         xp, W = self.xp, self.W[0]
-        k = _norm_scale(self.norm, self.encoder.d_in)
+        k = norm_scale(self.norm, self.encoder.d_in)
         z_base = base @ W[:, self.encoder.base_cols].T  # (B, D_1): shared by all K
         z_codes = self.codes @ W.T  # (C, D_1)
         base_sq = goodness(base, "sum")  # (B,), row sums of squares
@@ -118,7 +116,7 @@ class FFNet:
         equal) product instead of the input, and n comes from ``sq_in``, the row sums of
         squares that layer l-1's goodness already computed. Returns z and n.
         """
-        k = _norm_scale(self.norm, h_in.shape[1])
+        k = norm_scale(self.norm, h_in.shape[1])
         n = self.xp.sqrt(k * sq_in + NORM_EPS)[:, None]  # (K*B, 1)
         return self._scale_shift(h_in @ self.W[l].T, n, l), n  # (K*B, D_l)
 
@@ -223,12 +221,14 @@ class FFNet:
             B = xb.shape[0]
             labels = [xp.full(B, c) for c in range(C)]  # every candidate label
             h, _ = self._first_layer_z(self.encoder.base(xb), labels)  # (C*B, D_1)
+            sq_in = None
             for l in range(self.n_layers):
                 if l > 0:
-                    h, _ = self._hidden_layer_z(l, h, self._sum_sq(g, h.shape[1]))
+                    h, _ = self._hidden_layer_z(l, h, sq_in)
                 h = xp.maximum(h, 0, out=h)  # (C*B, D_l)
                 g = goodness(h, self.goodness_kind)  # (C*B,)
                 out[l, start:start + B] = g.reshape(C, B).T  # (B, C)
+                sq_in = self._sum_sq(g, h.shape[1])
         if per_layer:
             return out
         first = 1 if self.skip_first_layer and self.n_layers > 1 else 0

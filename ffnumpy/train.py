@@ -95,7 +95,6 @@ def epoch_plan(cfg, y_train, n_classes, epoch):
 
 def evaluate(model, x, y):
     """Test error of ``model`` on (x, y); for FF nets also each layer's own error."""
-    xp = model.xp
     if isinstance(model, FFNet):
         per_layer = model.goodness_per_label(x, per_layer=True)  # (L, N, C)
         first = 1 if model.skip_first_layer and model.n_layers > 1 else 0

@@ -49,14 +49,18 @@ def assert_same_run(dir_a, dir_b):
 
 @pytest.mark.parametrize("algo", ["symba", "bp"])
 def test_sigkill_at_a_random_moment_then_resume_is_identical(data_dir, tmp_path, algo):
+    args = [*ARGS, "--epochs", "12", "--algo", algo, "--data-dir", str(data_dir)]
     ref = tmp_path / "ref"
-    main([*ARGS, "--algo", algo, "--data-dir", str(data_dir), "--out", str(ref)])
+    t0 = time.perf_counter()
+    main([*args, "--out", str(ref)])
+    duration = time.perf_counter() - t0
     run = tmp_path / "killed"
-    proc = start([*ARGS, "--algo", algo, "--data-dir", str(data_dir), "--out", str(run)])
+    proc = start([*args, "--out", str(run)])
     deadline = time.time() + 120
     while not (run / "checkpoint.npz").exists() and time.time() < deadline:
-        time.sleep(0.005)
-    time.sleep(np.random.default_rng().uniform(0.0, 0.3))  # a random moment after epoch 1
+        time.sleep(0.001)
+    # a random moment in the first half of the 11 epochs that follow the first checkpoint
+    time.sleep(np.random.default_rng().uniform(0.0, 0.5) * duration)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
@@ -67,10 +71,11 @@ def test_sigkill_at_a_random_moment_then_resume_is_identical(data_dir, tmp_path,
 
 
 def test_sigterm_checkpoints_mid_epoch_and_resume_is_identical(data_dir, tmp_path):
+    args = [*ARGS, "--epochs", "12", "--data-dir", str(data_dir)]
     ref = tmp_path / "ref"
-    main([*ARGS, "--data-dir", str(data_dir), "--out", str(ref)])
+    main([*args, "--out", str(ref)])
     run = tmp_path / "stopped"
-    proc = start([*ARGS, "--data-dir", str(data_dir), "--out", str(run)])
+    proc = start([*args, "--out", str(run)])
     deadline = time.time() + 120
     while not (run / "metrics.json").exists() and time.time() < deadline:
         time.sleep(0.005)
