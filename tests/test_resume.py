@@ -98,6 +98,7 @@ def test_resume_of_a_finished_run_changes_nothing(data_dir, tmp_path, capsys):
     assert (run / "model.npz").read_bytes() == before
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # the injected NaN
 def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(data_dir, tmp_path, monkeypatch,
                                                             capsys):
     calls = {"n": 0}
