@@ -53,6 +53,11 @@ def matmul_bound(xp, shapes, dtype, repeats):
     return total
 
 
+def _batch_sizes(n, batch):
+    """Minibatch sizes of one epoch over n rows; the last partial batch is kept."""
+    return [batch] * (n // batch) + ([n % batch] if n % batch else [])
+
+
 def _add(shapes, key, count=1):
     shapes[key] = shapes.get(key, 0) + count
 
@@ -60,8 +65,7 @@ def _add(shapes, key, count=1):
 def training_shapes(n_train, batch, d_image, d_in, widths, split_first):
     """Products of one epoch: forward z = x W^T and weight gradient dW = dz^T x per layer."""
     shapes = {}
-    steps = [batch] * (n_train // batch) + ([n_train % batch] if n_train % batch else [])
-    for B in steps:
+    for B in _batch_sizes(n_train, batch):
         for l, d_out in enumerate(widths):
             d_prev = d_in if l == 0 else widths[l - 1]
             if l == 0 and split_first:  # one image product for the positive and its negative
@@ -100,19 +104,14 @@ def bench_config(cfg, data, repeats):
 
     def epoch():
         for s in range(0, n, B):
-            if isinstance(model, FFNet):
-                stats = model.train_step(x[s:s + B], y[s:s + B], y_neg[s:s + B])
-            else:
-                stats = model.train_step(x[s:s + B], y[s:s + B])
-        return stats
+            model.train_step(x[s:s + B], y[s:s + B], y_neg[s:s + B])
 
     epoch()  # warm up (allocator, BLAS threads)
     train_s = _timed(xp, epoch, repeats)
     predict_s = _timed(xp, lambda: model.predict(x_test), repeats)
 
     tracemalloc.start()  # NumPy reports its allocations to tracemalloc
-    model.train_step(x[:B], y[:B], y_neg[:B]) if isinstance(model, FFNet) else \
-        model.train_step(x[:B], y[:B])
+    model.train_step(x[:B], y[:B], y_neg[:B])
     peak_step = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
 
@@ -135,8 +134,7 @@ def bench_config(cfg, data, repeats):
     else:
         dims = [d_image] + widths + [data.n_classes]
         shapes = {}
-        steps = [B] * (n // B) + ([n % B] if n % B else [])
-        for b in steps:
+        for b in _batch_sizes(n, B):
             for l in range(len(dims) - 1):
                 _add(shapes, (b, dims[l], dims[l + 1]))  # forward
                 _add(shapes, (dims[l + 1], b, dims[l]))  # dW
@@ -161,11 +159,9 @@ def memory_by_depth(depths, width, batch, algos=("symba", "bp"), d_image=784, n_
             cfg = Config(algo=algo, layers=depth, width=width, batch_size=batch)
             model = build_model(cfg, n_classes, data.image_shape, np)
             y_neg = sample_negative_labels(y, n_classes, rng)
-            step = (lambda: model.train_step(x, y, y_neg)) if algo != "bp" else \
-                (lambda: model.train_step(x, y))
-            step()  # Adam moments allocated outside the measured step
+            model.train_step(x, y, y_neg)  # Adam moments allocated outside the measured step
             tracemalloc.start()
-            step()
+            model.train_step(x, y, y_neg)
             out[algo].append(tracemalloc.get_traced_memory()[1])
             tracemalloc.stop()
     return out

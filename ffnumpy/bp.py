@@ -134,8 +134,12 @@ class BPNet:
     def params(self):
         return [p for pair in zip(self.W, self.b) for p in pair]
 
-    def train_step(self, x, y):
-        """One backprop update on a minibatch. Returns the loss as a (1, 1) device array."""
+    def train_step(self, x, y, y_neg=None):
+        """One backprop update on a minibatch. Returns the loss as a (1, 1) device array.
+
+        ``y_neg`` is accepted and ignored (backprop has no negatives), so every model
+        shares :meth:`ffnumpy.model.FFNet.train_step`'s signature.
+        """
         logits, caches = mlp_forward(x, self.W, self.b)
         loss = softmax_cross_entropy(logits, y)
         dW, db = mlp_backward(softmax_cross_entropy_grad(logits, y), caches)

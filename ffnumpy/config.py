@@ -56,6 +56,12 @@ class Config:
     def as_dict(self):
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_dict(cls, values):
+        """A Config from a saved dict; keys this version does not know are ignored."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
 
 CHOICES = {"dataset": DATASETS, "algo": ALGOS, "labels": LABEL_KINDS, "optimizer": OPTIMIZERS,
            "goodness": GOODNESS_KINDS, "norm": NORMS, "backend": BACKENDS, "dtype": DTYPES}

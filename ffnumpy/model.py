@@ -106,8 +106,9 @@ class FFNet:
         z_codes = self.codes @ W.T  # (C, D_1)
         base_sq = goodness(base, "sum")  # (B,), row sums of squares
         z = xp.concatenate([z_base + z_codes[y] for y in labels])  # (K*B, D_1)
-        n = xp.sqrt(k * xp.concatenate([base_sq + self.code_sq[y] for y in labels]) + NORM_EPS)
-        return self._scale_shift(z, n[:, None], 0), n[:, None]
+        sq = xp.concatenate([base_sq + self.code_sq[y] for y in labels])  # (K*B,)
+        n = xp.sqrt(k * sq + NORM_EPS)[:, None]  # (K*B, 1)
+        return self._scale_shift(z, n, 0), n
 
     def _hidden_layer_z(self, l, h_in, sq_in):
         """Pre-activation of layer l > 1 from the raw activities of layer l-1.
@@ -121,6 +122,7 @@ class FFNet:
         return self._scale_shift(h_in @ self.W[l].T, n, l), n  # (K*B, D_l)
 
     def _scale_shift(self, z, n, l):
+        """z / n + b_l, in place: the normalisation applied after the product."""
         z /= n
         z += self.b[l]
         return z
@@ -229,10 +231,12 @@ class FFNet:
                 g = goodness(h, self.goodness_kind)  # (C*B,)
                 out[l, start:start + B] = g.reshape(C, B).T  # (B, C)
                 sq_in = self._sum_sq(g, h.shape[1])
-        if per_layer:
-            return out
+        return out if per_layer else self.sum_layers(out)
+
+    def sum_layers(self, per_layer):
+        """Sum (L, N, C) per-layer goodness over the layers that count at prediction."""
         first = 1 if self.skip_first_layer and self.n_layers > 1 else 0
-        return out[first:].sum(axis=0)  # (N, C)
+        return per_layer[first:].sum(axis=0)  # (N, C)
 
     def predict(self, x):
         """Label with the highest summed goodness, argmax_y G(x, y) (paper Sec. 3.3). Shape (N,)."""

@@ -106,8 +106,7 @@ def load_model(path, backend=None):
                                   "is it a run folder?")
         path = found[0]
     arrays, meta = load_archive(path)
-    known = set(Config.__dataclass_fields__)
-    cfg = Config(**{k: v for k, v in meta["config"].items() if k in known})
+    cfg = Config.from_dict(meta["config"])
     if backend is not None:
         cfg = cfg.replace(backend=backend)
     xp = get_xp(cfg.backend)

@@ -97,8 +97,7 @@ def evaluate(model, x, y):
     """Test error of ``model`` on (x, y); for FF nets also each layer's own error."""
     if isinstance(model, FFNet):
         per_layer = model.goodness_per_label(x, per_layer=True)  # (L, N, C)
-        first = 1 if model.skip_first_layer and model.n_layers > 1 else 0
-        pred = per_layer[first:].sum(axis=0).argmax(axis=1)
+        pred = model.sum_layers(per_layer).argmax(axis=1)
         layer_err = [float((per_layer[l].argmax(axis=1) != y).mean())
                      for l in range(model.n_layers)]
         return {"test_error": float((pred != y).mean()), "layer_test_error": layer_err}
@@ -152,10 +151,7 @@ def run(cfg, run_dir, data, resume_state=None):
             for s in bar:
                 sl = slice(s * cfg.batch_size, (s + 1) * cfg.batch_size)
                 idx = perm_dev[sl]
-                if isinstance(model, FFNet):
-                    stats = model.train_step(x_train[idx], y_train_dev[idx], y_neg_dev[sl])
-                else:
-                    stats = model.train_step(x_train[idx], y_train_dev[idx])
+                stats = model.train_step(x_train[idx], y_train_dev[idx], y_neg_dev[sl])
                 stats_sum = stats if stats_sum is None else stats_sum + stats
                 if stop.signum is not None:
                     synchronize(xp)
@@ -228,8 +224,7 @@ def main(argv=None):
         if control["resume"]:
             run_dir = Path(control["resume"])
             arrays, meta = load_archive(run_dir / CHECKPOINT_FILE)
-            known = set(Config.__dataclass_fields__)
-            cfg = Config(**{k: v for k, v in meta["config"].items() if k in known})
+            cfg = Config.from_dict(meta["config"])
             if meta["next_epoch"] > cfg.epochs:
                 print(f"{run_dir}: the run is already complete ({cfg.epochs} epochs)")
                 return meta["metrics"]
