@@ -6,9 +6,14 @@ The backward pass through all layers is written by hand from the pieces of
 normalisation), as in the paper's BP rows (Table 1, "Labeling Method: None").
 """
 from .backend import xp_of
-from .layers import init_linear, linear_backward, linear_forward, relu_backward, relu_forward
+from .layers import (
+    init_linear,
+    linear_backward,
+    linear_forward,
+    relu_backward,
+    relu_forward,
+)
 from .optim import make_optimizer
-
 
 # --- softmax cross-entropy ---
 

@@ -24,7 +24,7 @@ class CheckpointError(ValueError):
     """A checkpoint or model file is missing, damaged or of another format version."""
 
 
-def _fsync_dir(folder):
+def fsync_dir(folder):
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -46,7 +46,7 @@ def atomic_write(path, write):
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def write_json(path, obj):

@@ -8,7 +8,6 @@ import argparse
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Optional
 
 from .backend import BACKENDS
 from .data import DATASETS
@@ -19,6 +18,7 @@ from .optim import OPTIMIZERS
 
 ALGOS = ("symba", "ff", "bp")
 DTYPES = ("float32", "float64")
+LR_DECAYS = ("none", "linear")
 
 
 class ConfigError(ValueError):
@@ -36,25 +36,40 @@ class Config:
     batch_size: int = 4096  # paper Sec. 4.1
     optimizer: str = "adam"  # paper Sec. 4.1
     lr: float = 0.01  # paper sweeps {0.001, 0.01}; 0.01 measured better for SymBa (README)
+    lr_decay: str = "none"  # paper: constant; "linear" decays to 0 over the second half
     alpha: float = 4.0  # paper Sec. 4.1: alpha = 4 reported for all experiments
     theta: float = 2.0  # paper Table 1: FF threshold 2.0
     icp_rate: float = 0.1  # paper Sec. 4.3: best ICP rate
+    icp_per_channel: bool = False  # one pattern channel (default) or one per colour channel
     goodness: str = "sum"  # paper Eq. (1) writes the sum of squares
     norm: str = "l2"  # length normalisation between layers (Hinton 2022, Sec. 2.1)
     skip_first_layer: bool = False  # paper counts every layer at prediction (Sec. 3.3)
+    standardize: bool = False  # paper: raw pixels in [0, 1]
+    augment: bool | None = None  # None: on for CIFAR (paper Sec. 4), off for the MNIST family
     seed: int = 0
     backend: str = "numpy"
     dtype: str = "float32"
     eval_every: int = 1  # test error after every epoch (Figure 3 needs each epoch)
     checkpoint_every: int = 1  # epochs between checkpoints (one is always written at the end)
-    data_dir: Optional[str] = None  # default: data_cache/, or $FFNUMPY_DATA_DIR
-    out: Optional[str] = None  # default: data_cache/runs/<dataset>-<algo>-<L>x<W>-s<seed>-<time>
+    data_dir: str | None = None  # default: data_cache/, or $FFNUMPY_DATA_DIR
+    out: str | None = None  # default: data_cache/runs/<dataset>-<algo>-<L>x<W>-s<seed>-<time>
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
 
     def as_dict(self):
         return dataclasses.asdict(self)
+
+    @property
+    def augmented(self):
+        """Whether training images are cropped and flipped (``augment``, else CIFAR only)."""
+        return self.augment if self.augment is not None else self.dataset.startswith("cifar")
+
+    def lr_at(self, epoch):
+        """The learning rate of epoch ``epoch`` (1-based) under ``lr_decay``."""
+        if self.lr_decay == "linear":
+            return self.lr * min(1.0, 2.0 * (self.epochs - epoch + 1) / self.epochs)
+        return self.lr
 
     @classmethod
     def from_dict(cls, values):
@@ -64,7 +79,8 @@ class Config:
 
 
 CHOICES = {"dataset": DATASETS, "algo": ALGOS, "labels": LABEL_KINDS, "optimizer": OPTIMIZERS,
-           "goodness": GOODNESS_KINDS, "norm": NORMS, "backend": BACKENDS, "dtype": DTYPES}
+           "goodness": GOODNESS_KINDS, "norm": NORMS, "backend": BACKENDS, "dtype": DTYPES,
+           "lr_decay": LR_DECAYS}
 
 HELP = {
     "algo": "symba: SymBa loss (Eqs. 10-11); ff: FF loss (Eqs. 2-3); bp: backprop MLP baseline",
@@ -73,12 +89,20 @@ HELP = {
     "layers": "number of hidden layers",
     "width": "units per hidden layer",
     "lr": "learning rate",
+    "lr_decay": "none: constant learning rate; linear: constant for the first half of the "
+                "epochs, then falling linearly towards 0",
     "alpha": "SymBa scale alpha in log(1 + exp(-alpha (G_pos - G_neg)))",
     "theta": "FF threshold theta",
     "icp_rate": "probability that a pixel of a class pattern is 1, in (0, 1]",
+    "icp_per_channel": "give colour images one class-pattern channel per colour channel "
+                       "instead of one extra channel",
     "goodness": "sum (paper Eq. 1) or mean of squared activities",
     "norm": "normalise each layer's input to unit length (l2) or unit root-mean-square (rms)",
     "skip_first_layer": "leave layer 1 out of the goodness summed at prediction",
+    "standardize": "shift and scale each colour channel to mean 0, std 1 (training-set "
+                   "statistics) before training",
+    "augment": "random crop (pad 4) and horizontal flip of training images (default: on for "
+               "CIFAR, off otherwise)",
     "eval_every": "measure test error every N epochs (and always after the last)",
     "checkpoint_every": "write a checkpoint every N epochs (and always at the end)",
     "data_dir": "folder holding the datasets (default data_cache/ or $FFNUMPY_DATA_DIR)",
@@ -101,7 +125,7 @@ def build_parser(prog="python -m ffnumpy.train"):
             continue
         flag = "--" + field.name.replace("_", "-")
         kwargs = {"default": default, "help": HELP.get(field.name, field.name.replace("_", " "))}
-        if isinstance(default, bool):
+        if isinstance(default, bool) or field.name == "augment":
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
             kwargs["type"] = type(default) if default is not None else str

@@ -1,10 +1,18 @@
-"""Datasets: a validating IDX reader and the MNIST loader.
+"""Datasets: MNIST, Fashion-MNIST, CIFAR-10 and CIFAR-100, found, fetched and validated.
 
-MNIST ships with the repository in ``data_cache/mnist/`` (the four original IDX files,
-gzip-compressed), so training works offline on a fresh clone. Every file is checked
-before it is trusted: magic number, element type, number of dimensions, and that the
-sizes the header claims match the bytes present. A bad file raises
-:class:`DataError` with a message that names the file and what is wrong.
+Each dataset comes as images in [0, 1] (float32, flattened in (channels, H, W) order),
+integer labels, the number of classes and the image shape (:class:`Dataset`).
+
+Where the files are looked for, in order: ``<root>/<folder>/`` and ``<root>/`` with
+root = ``--data-dir``, else ``$FFNUMPY_DATA_DIR``, else ``data_cache/``; for
+Fashion-MNIST also Debian's ``/usr/share/datasets/fashion-mnist/``. MNIST ships with
+the repository in ``data_cache/mnist/``. A missing file is downloaded from the
+official source (then a mirror) into ``<root>/<folder>/`` and checked against its
+published MD5 (:mod:`ffnumpy.download`); a local copy is used as it is, since copies
+are often re-compressed, but every file is validated before it is trusted: IDX magic
+numbers and sizes against the bytes present, pickle contents against the expected
+keys, shapes, dtypes and label ranges. A bad file raises :class:`DataError` naming
+the file and what is wrong.
 """
 import gzip
 import os
@@ -14,10 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .download import DownloadError, UnsafeFileError, extract_tar, fetch, load_pickle
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_CACHE = REPO_ROOT / "data_cache"
 DATA_DIR_ENV = "FFNUMPY_DATA_DIR"  # overrides data_cache/ as the place datasets are read from
-DATASETS = ("mnist",)
+DATASETS = ("mnist", "fashion-mnist", "cifar10", "cifar100")
+DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
 
 IDX_UBYTE = 0x08  # the only element type the MNIST family uses
 MAX_IDX_BYTES = 1 << 31  # refuse headers that claim more than 2 GiB before allocating anything
@@ -30,6 +41,37 @@ MNIST_FILES = {
 }
 MNIST_CLASSES = 10
 MNIST_IMAGE_SHAPE = (1, 28, 28)  # (channels, H, W)
+CIFAR_IMAGE_SHAPE = (3, 32, 32)  # rows of the CIFAR files: 1024 red, 1024 green, 1024 blue
+
+# Official sources first, then mirrors; MD5 sums as published with the files.
+SOURCES = {
+    "mnist": ("https://ossci-datasets.s3.amazonaws.com/mnist/",
+              "http://yann.lecun.com/exdb/mnist/"),
+    "fashion-mnist": ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+                      "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/"
+                      "master/data/fashion/"),
+    "cifar10": ("https://www.cs.toronto.edu/~kriz/",),
+    "cifar100": ("https://www.cs.toronto.edu/~kriz/",),
+}
+MD5 = {
+    "mnist": {"train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+              "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+              "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+              "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c"},
+    "fashion-mnist": {"train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+                      "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+                      "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+                      "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310"},
+    "cifar10": {"cifar-10-python.tar.gz": "c58f30108f718f92721af3b95e74349a"},
+    "cifar100": {"cifar-100-python.tar.gz": "eb9058c3a382ffc7106e4002c42a8d85"},
+}
+# name -> (archive, folder inside it, training files, test files, label key, classes)
+CIFAR = {
+    "cifar10": ("cifar-10-python.tar.gz", "cifar-10-batches-py",
+                [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], b"labels", 10),
+    "cifar100": ("cifar-100-python.tar.gz", "cifar-100-python", ["train"], ["test"],
+                 b"fine_labels", 100),
+}
 
 
 class DataError(ValueError):
@@ -107,59 +149,226 @@ def read_idx(path):
     return np.frombuffer(data, dtype=np.uint8).reshape(dims)
 
 
-# --- MNIST ---
+# --- where files are ---
 
 def data_root(data_dir=None):
     """Where datasets are read: ``data_dir``, else $FFNUMPY_DATA_DIR, else data_cache/."""
     return Path(data_dir or os.environ.get(DATA_DIR_ENV) or DATA_CACHE)
 
 
-def _find_idx(folder, stem):
-    for name in (stem + ".gz", stem):
-        if (folder / name).exists():
-            return folder / name
-    raise DataError(f"MNIST file {stem}(.gz) not found in {folder}; copy the four MNIST IDX "
-                    f"files there or point --data-dir at a folder holding them")
+def _search_folders(name, root):
+    folders = [root / name, root]
+    if name == "fashion-mnist":
+        folders.append(DEBIAN_FASHION)
+    return folders
 
 
-def load_mnist(data_dir=None):
-    """Load MNIST from ``<root>/mnist/`` (or from ``data_dir`` itself if it holds the files).
+def _download_folder(name, root):
+    """``<root>/<name>/`` for downloads and extractions, or ``data_cache/<name>/`` when that
+    place is read-only (judged by its mode bits, so a shared read-only copy is left alone
+    even by root)."""
+    folder = root / name
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.is_dir() and existing.stat().st_mode & 0o222 and os.access(existing, os.W_OK):
+        return folder
+    return DATA_CACHE / name
+
+
+def _get_file(name, filename, root, folders):
+    """The first copy of ``filename`` in ``folders``, else a verified download."""
+    for folder in folders:
+        if (folder / filename).is_file():
+            return folder / filename
+    dest = _download_folder(name, root) / filename
+    urls = [base + filename for base in SOURCES[name]]
+    try:
+        return fetch(urls, dest, MD5[name][filename])
+    except DownloadError as exc:
+        looked = ", ".join(str(f) for f in folders)
+        raise DataError(f"{name}: {filename} not found (looked in {looked}) and {exc}") from None
+
+
+# --- MNIST and Fashion-MNIST ---
+
+def _find_idx(name, stem, root, folders):
+    for folder in folders:  # an uncompressed copy is used as it is
+        if (folder / stem).is_file():
+            return folder / stem
+    return _get_file(name, stem + ".gz", root, folders)
+
+
+def load_idx_dataset(name, data_dir=None):
+    """MNIST or Fashion-MNIST: 60,000 training and 10,000 test images of shape (1, 28, 28).
 
     Returns
     -------
-    Dataset
-        60,000 training and 10,000 test images, float32 in [0, 1], shape (N, 784).
+    Dataset with x of shape (N, 784), float32 in [0, 1].
     """
     root = data_root(data_dir)
-    folder = root / "mnist" if (root / "mnist").is_dir() else root
-    arrays = {key: read_idx(_find_idx(folder, stem)) for key, stem in MNIST_FILES.items()}
+    folders = _search_folders(name, root)
+    # All four files from one folder if some folder holds them all (never mix copies).
+    complete = [f for f in folders if all((f / s).is_file() or (f / (s + ".gz")).is_file()
+                                          for s in MNIST_FILES.values())]
+    if complete:
+        folders = complete[:1]
+    arrays = {key: read_idx(_find_idx(name, stem, root, folders))
+              for key, stem in MNIST_FILES.items()}
     _, height, width = MNIST_IMAGE_SHAPE
     for split in ("train", "test"):
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         if images.ndim != 3 or images.shape[1:] != (height, width):
-            raise DataError(f"MNIST {split} images: expected shape (N, {height}, {width}), "
+            raise DataError(f"{name} {split} images: expected shape (N, {height}, {width}), "
                             f"got {images.shape}")
         if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
-            raise DataError(f"MNIST {split}: {images.shape[0]} images but labels of shape "
+            raise DataError(f"{name} {split}: {images.shape[0]} images but labels of shape "
                             f"{labels.shape}")
-        if labels.max(initial=0) >= MNIST_CLASSES:
-            raise DataError(f"MNIST {split} labels: found label {labels.max()}, "
-                            f"expected 0..{MNIST_CLASSES - 1}")
-
-    def images(key):
-        a = arrays[key]
-        return (a.reshape(a.shape[0], -1) / np.float32(255)).astype(np.float32)  # (N, 784)
-
-    return Dataset(images("train_images"), arrays["train_labels"].astype(np.int64),
-                   images("test_images"), arrays["test_labels"].astype(np.int64),
-                   MNIST_CLASSES, MNIST_IMAGE_SHAPE, "mnist")
+        _check_labels(labels, MNIST_CLASSES, f"{name} {split}")
+    return Dataset(_to_unit(arrays["train_images"]), arrays["train_labels"].astype(np.int64),
+                   _to_unit(arrays["test_images"]), arrays["test_labels"].astype(np.int64),
+                   MNIST_CLASSES, MNIST_IMAGE_SHAPE, name)
 
 
-LOADERS = {"mnist": load_mnist}
+def load_mnist(data_dir=None):
+    """MNIST (LeCun et al.); see :func:`load_idx_dataset`."""
+    return load_idx_dataset("mnist", data_dir)
+
+
+def load_fashion_mnist(data_dir=None):
+    """Fashion-MNIST (Xiao et al. 2017); see :func:`load_idx_dataset`."""
+    return load_idx_dataset("fashion-mnist", data_dir)
+
+
+# --- CIFAR ---
+
+def _cifar_folder(name, root):
+    """The extracted batches folder: found, or extracted from a found or fetched archive."""
+    archive, top = CIFAR[name][:2]
+    folders = _search_folders(name, root)
+    for folder in folders + [_download_folder(name, root)]:
+        if (folder / top).is_dir():
+            return folder / top
+    tarball = _get_file(name, archive, root, folders)
+    try:
+        return extract_tar(tarball, _download_folder(name, root), top)
+    except UnsafeFileError as exc:
+        raise DataError(str(exc)) from None
+
+
+def _read_batch(path, label_key, n_classes):
+    """One CIFAR pickle: (images (N, 3072) uint8, labels (N,) int64), validated."""
+    if not path.is_file():
+        raise DataError(f"{path}: file not found; the extracted folder is incomplete, "
+                        "delete it to extract the archive again")
+    try:
+        batch = load_pickle(path)
+    except UnsafeFileError as exc:
+        raise DataError(str(exc)) from None
+    if not isinstance(batch, dict) or b"data" not in batch or label_key not in batch:
+        keys = sorted(batch)[:6] if isinstance(batch, dict) else type(batch).__name__
+        raise DataError(f"{path}: expected a dict with keys b'data' and {label_key!r}, got "
+                        f"{keys}; is this a CIFAR python-version batch?")
+    images = batch[b"data"]
+    d = int(np.prod(CIFAR_IMAGE_SHAPE))
+    if not (isinstance(images, np.ndarray) and images.dtype == np.uint8 and images.ndim == 2
+            and images.shape[1] == d):
+        desc = (f"{images.dtype} array of shape {images.shape}"
+                if isinstance(images, np.ndarray) else type(images).__name__)
+        raise DataError(f"{path}: b'data' should be a uint8 array of shape (N, {d}), got {desc}")
+    try:
+        labels = np.asarray(batch[label_key])
+    except (TypeError, ValueError):
+        labels = np.asarray([], dtype=object)
+    if labels.ndim != 1 or labels.shape[0] != images.shape[0] or labels.dtype.kind not in "iu":
+        raise DataError(f"{path}: {images.shape[0]} images but {label_key!r} is not a list of "
+                        f"as many integers")
+    _check_labels(labels, n_classes, str(path))
+    return images, labels.astype(np.int64)
+
+
+def load_cifar(name, data_dir=None):
+    """CIFAR-10 or CIFAR-100 (Krizhevsky 2009), python version; fine labels for CIFAR-100.
+
+    Returns
+    -------
+    Dataset with x of shape (N, 3072) in (channel, row, column) order, float32 in [0, 1].
+    """
+    _, _, train_files, test_files, label_key, n_classes = CIFAR[name]
+    folder = _cifar_folder(name, data_root(data_dir))
+
+    def split(files):
+        parts = [_read_batch(folder / f, label_key, n_classes) for f in files]
+        return _to_unit(np.concatenate([p[0] for p in parts])), np.concatenate([p[1] for p in parts])
+
+    x_train, y_train = split(train_files)
+    x_test, y_test = split(test_files)
+    return Dataset(x_train, y_train, x_test, y_test, n_classes, CIFAR_IMAGE_SHAPE, name)
+
+
+# --- shared ---
+
+def _check_labels(labels, n_classes, what):
+    if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
+        raise DataError(f"{what} labels: found labels {labels.min()}..{labels.max()}, "
+                        f"expected 0..{n_classes - 1}")
+
+
+def _to_unit(a):
+    """uint8 images -> float32 in [0, 1], flattened to (N, D)."""
+    return (a.reshape(a.shape[0], -1) / np.float32(255)).astype(np.float32)
+
+
+def channel_stats(x, image_shape):
+    """Per-channel mean and standard deviation of flattened images; two lists of C floats."""
+    c = image_shape[0]
+    per_channel = x.reshape(x.shape[0], c, -1)  # (N, C, H*W)
+    mean = per_channel.mean(axis=(0, 2), dtype=np.float64)
+    std = per_channel.std(axis=(0, 2), dtype=np.float64)
+    return mean.tolist(), std.tolist()
+
+
+def standardize(data, stats=None):
+    """Shift and scale each channel to mean 0 and std 1.
+
+    Parameters
+    ----------
+    data : Dataset
+    stats : dict with "mean" and "std" lists, optional
+        Defaults to the training set's own :func:`channel_stats`.
+
+    Returns
+    -------
+    (Dataset, stats)
+    """
+    if stats is None:
+        mean, std = channel_stats(data.x_train, data.image_shape)
+        stats = {"mean": mean, "std": std}
+    c = data.image_shape[0]
+    mean = np.asarray(stats["mean"], dtype=np.float32).repeat(data.x_train.shape[1] // c)
+    std = np.asarray(stats["std"], dtype=np.float32).repeat(data.x_train.shape[1] // c)
+
+    def apply(x):
+        return ((x - mean) / std).astype(np.float32)
+
+    return Dataset(apply(data.x_train), data.y_train, apply(data.x_test), data.y_test,
+                   data.n_classes, data.image_shape, data.name), stats
+
+
+LOADERS = {"mnist": load_mnist, "fashion-mnist": load_fashion_mnist,
+           "cifar10": lambda data_dir=None: load_cifar("cifar10", data_dir),
+           "cifar100": lambda data_dir=None: load_cifar("cifar100", data_dir)}
 
 
 def load_dataset(name, data_dir=None):
-    """Load the dataset ``name`` (one of :data:`DATASETS`)."""
+    """Load the dataset ``name`` (one of :data:`DATASETS`).
+
+    Raises
+    ------
+    DataError
+        If the name is unknown, or its files are missing (and cannot be downloaded)
+        or malformed.
+    """
     if name not in LOADERS:
         raise DataError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
     return LOADERS[name](data_dir)

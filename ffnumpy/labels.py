@@ -137,14 +137,21 @@ def icp_encoder(n_classes, d_image, pattern_size, rate, rng, dtype="float32"):
     return LabelEncoder("icp", codes, d_image, slice(0, d_image), blank=0)
 
 
-def make_encoder(kind, n_classes, image_shape, icp_rate, rng, dtype="float32"):
-    """Build the label encoder ``kind`` for images of shape (channels, H, W)."""
+def make_encoder(kind, n_classes, image_shape, icp_rate, rng, dtype="float32",
+                 per_channel=False):
+    """Build the label encoder ``kind`` for images of shape (channels, H, W).
+
+    ICP adds one H x W pattern channel, or with ``per_channel`` one per image channel.
+    Overlay writes the one-hot into the first C pixel positions (for C = 100 on a
+    32 x 32 x 3 image: 100 of 3072 inputs, the paper's 9.77% of a 1024-pixel plane).
+    """
     channels, height, width = image_shape
     d_image = channels * height * width
     if kind == "overlay":
         return overlay_encoder(n_classes, d_image, dtype)
     if kind == "icp":
-        return icp_encoder(n_classes, d_image, height * width, icp_rate, rng, dtype)
+        pattern_size = height * width * (channels if per_channel else 1)
+        return icp_encoder(n_classes, d_image, pattern_size, icp_rate, rng, dtype)
     raise ValueError(f"labels must be one of {LABEL_KINDS}, got {kind!r}")
 
 

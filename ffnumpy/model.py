@@ -17,7 +17,7 @@ per-class products ``W code_c`` are a (C, D) table. The weight gradient splits t
 same way. Tests prove this path equal to :func:`ffnumpy.layers.ff_layer_forward` /
 ``ff_layer_backward`` on explicitly encoded inputs.
 """
-from .layers import NORM_EPS, norm_scale, init_linear
+from .layers import NORM_EPS, init_linear, norm_scale
 from .losses import LOSSES, goodness, goodness_backward
 from .optim import make_optimizer
 
@@ -232,6 +232,26 @@ class FFNet:
                 out[l, start:start + B] = g.reshape(C, B).T  # (B, C)
                 sq_in = self._sum_sq(g, h.shape[1])
         return out if per_layer else self.sum_layers(out)
+
+    def dead_fraction(self, x, y):
+        """Per layer, the fraction of ReLUs silent on every image of ``x`` paired with its label.
+
+        A unit that never fires on positive data gets no gradient from the goodness
+        (dL/dh = 2 dL/dG h is 0 where h is 0), so it stays dead. Returns an (L,) array.
+        """
+        xp = self.xp
+        active = [xp.zeros(w.shape[0], dtype=bool) for w in self.W]
+        for start in range(0, x.shape[0], PREDICT_ROWS):
+            xb, yb = x[start:start + PREDICT_ROWS], y[start:start + PREDICT_ROWS]
+            h, _ = self._first_layer_z(self.encoder.base(xb), [yb])  # (B, D_1)
+            sq_in = None
+            for l in range(self.n_layers):
+                if l > 0:
+                    h, _ = self._hidden_layer_z(l, h, sq_in)
+                h = xp.maximum(h, 0, out=h)  # (B, D_l)
+                active[l] |= h.max(axis=0) > 0
+                sq_in = self._sum_sq(goodness(h, self.goodness_kind), h.shape[1])
+        return xp.stack([1.0 - a.mean() for a in active])  # (L,)
 
     def sum_layers(self, per_layer):
         """Sum (L, N, C) per-layer goodness over the layers that count at prediction."""

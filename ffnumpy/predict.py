@@ -11,7 +11,7 @@ import numpy as np
 
 from .backend import BACKENDS, BackendError, to_host
 from .checkpoint import CheckpointError
-from .data import DataError, load_dataset
+from .data import DataError, load_dataset, standardize
 from .saving import load_model
 
 PROG = "python -m ffnumpy.predict"
@@ -19,8 +19,10 @@ PROG = "python -m ffnumpy.predict"
 
 def evaluate_run(path, backend=None, data_dir=None):
     """Test error of the model saved at ``path``; returns (error, predictions, cfg)."""
-    model, cfg, _ = load_model(path, backend)
+    model, cfg, meta = load_model(path, backend)
     data = load_dataset(cfg.dataset, data_dir or cfg.data_dir)
+    if meta.get("standardization"):
+        data, _ = standardize(data, meta["standardization"])
     x_test = model.xp.asarray(data.x_test, dtype=cfg.dtype)
     pred = to_host(model.predict(x_test))
     return float((pred != data.y_test).mean()), pred, cfg

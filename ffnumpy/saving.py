@@ -26,7 +26,8 @@ def build_model(cfg, n_classes, image_shape, xp):
     d_image = int(np.prod(image_shape))
     if cfg.algo == "bp":
         return BPNet(d_image, widths, n_classes, xp, rng, cfg.optimizer, cfg.lr, cfg.dtype)
-    encoder = make_encoder(cfg.labels, n_classes, image_shape, cfg.icp_rate, rng, cfg.dtype)
+    encoder = make_encoder(cfg.labels, n_classes, image_shape, cfg.icp_rate, rng, cfg.dtype,
+                           per_channel=cfg.icp_per_channel)
     return FFNet(encoder, widths, xp, rng, algo=cfg.algo, goodness_kind=cfg.goodness,
                  norm=cfg.norm, theta=cfg.theta, alpha=cfg.alpha, optimizer=cfg.optimizer,
                  lr=cfg.lr, skip_first_layer=cfg.skip_first_layer, dtype=cfg.dtype)

@@ -20,14 +20,21 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from . import augment
 from .backend import BackendError, device_name, get_xp, synchronize, to_host
 from .checkpoint import CheckpointError, load_archive, save_archive, write_json
 from .config import Config, config_from_args
-from .data import DATA_CACHE, DataError, load_dataset
+from .data import DATA_CACHE, DataError, load_dataset, standardize
 from .labels import sample_negative_labels
 from .model import FFNet
-from .saving import (CHECKPOINT_FILE, MODEL_FILE, build_model, model_arrays, restore_arrays,
-                     save_model)
+from .saving import (
+    CHECKPOINT_FILE,
+    MODEL_FILE,
+    build_model,
+    model_arrays,
+    restore_arrays,
+    save_model,
+)
 
 PROG = "python -m ffnumpy.train"
 EXIT_USAGE = 2  # bad flags, data or folder: nothing was written
@@ -86,21 +93,25 @@ class StopFlag:
 
 
 def epoch_plan(cfg, y_train, n_classes, epoch):
-    """The epoch's shuffle and negative labels, from a generator seeded with (seed, epoch)."""
+    """The epoch's shuffle, negative labels and augmentation (or None), all drawn from a
+    generator seeded with (seed, epoch); row i of each belongs to image ``perm[i]``."""
     rng = np.random.default_rng([cfg.seed, epoch])
     perm = rng.permutation(y_train.shape[0])  # (N,)
     y_neg = sample_negative_labels(y_train[perm], n_classes, rng)  # (N,), aligned with perm
-    return perm, y_neg
+    aug = augment.draw(perm.shape[0], rng) if cfg.augmented else None
+    return perm, y_neg, aug
 
 
 def evaluate(model, x, y):
-    """Test error of ``model`` on (x, y); for FF nets also each layer's own error."""
+    """Test error of ``model`` on (x, y); for FF nets also each layer's own error and the
+    fraction of dead ReLUs per layer (silent on every test image with its true label)."""
     if isinstance(model, FFNet):
         per_layer = model.goodness_per_label(x, per_layer=True)  # (L, N, C)
         pred = model.sum_layers(per_layer).argmax(axis=1)
         layer_err = [float((per_layer[l].argmax(axis=1) != y).mean())
                      for l in range(model.n_layers)]
-        return {"test_error": float((pred != y).mean()), "layer_test_error": layer_err}
+        return {"test_error": float((pred != y).mean()), "layer_test_error": layer_err,
+                "dead_relu_fraction": to_host(model.dead_fraction(x, y)).tolist()}
     return {"test_error": float((model.predict(x) != y).mean())}
 
 
@@ -109,6 +120,9 @@ def evaluate(model, x, y):
 def run(cfg, run_dir, data, resume_state=None):
     """Train ``cfg`` on ``data`` in ``run_dir``; returns the metrics dict (module docstring)."""
     xp = get_xp(cfg.backend)
+    input_stats = None
+    if cfg.standardize:
+        data, input_stats = standardize(data)
     model = build_model(cfg, data.n_classes, data.image_shape, xp)
     x_train = xp.asarray(data.x_train, dtype=cfg.dtype)  # (N, D_img)
     y_train_dev = xp.asarray(data.y_train)
@@ -116,7 +130,7 @@ def run(cfg, run_dir, data, resume_state=None):
     y_test = xp.asarray(data.y_test)
     n_steps = math.ceil(data.x_train.shape[0] / cfg.batch_size)
     header = {"config": cfg.as_dict(), "n_classes": data.n_classes,
-              "image_shape": list(data.image_shape)}
+              "image_shape": list(data.image_shape), "standardization": input_stats}
 
     metrics = {"config": cfg.as_dict(), "device": device_name(xp), "epochs": []}
     epoch, step, stats_sum, seconds_so_far = 1, 0, None, 0.0
@@ -142,8 +156,10 @@ def run(cfg, run_dir, data, resume_state=None):
     print(f"run folder: {run_dir}  device: {metrics['device']}", flush=True)
     with StopFlag() as stop:
         while epoch <= cfg.epochs:
-            perm, y_neg = epoch_plan(cfg, data.y_train, data.n_classes, epoch)
+            perm, y_neg, aug = epoch_plan(cfg, data.y_train, data.n_classes, epoch)
             perm_dev, y_neg_dev = xp.asarray(perm), xp.asarray(y_neg)
+            for opt in model.optimizers:
+                opt.lr = cfg.lr_at(epoch)
             synchronize(xp)
             t0 = time.perf_counter()
             bar = tqdm(range(step, n_steps), desc=f"epoch {epoch}/{cfg.epochs}", leave=False,
@@ -151,7 +167,12 @@ def run(cfg, run_dir, data, resume_state=None):
             for s in bar:
                 sl = slice(s * cfg.batch_size, (s + 1) * cfg.batch_size)
                 idx = perm_dev[sl]
-                stats = model.train_step(x_train[idx], y_train_dev[idx], y_neg_dev[sl])
+                if aug is None:
+                    xb = x_train[idx]
+                else:  # crop and flip on the host, then one transfer
+                    xb = xp.asarray(augment.apply(data.x_train[perm[sl]], data.image_shape,
+                                                  aug[sl]), dtype=cfg.dtype)
+                stats = model.train_step(xb, y_train_dev[idx], y_neg_dev[sl])
                 stats_sum = stats if stats_sum is None else stats_sum + stats
                 if stop.signum is not None:
                     synchronize(xp)

@@ -58,3 +58,55 @@ def tiny_mnist(tmp_path):
     """Path of a data folder holding a tiny MNIST in mnist/ (for --data-dir)."""
     make_tiny_mnist(tmp_path / "data" / "mnist")
     return tmp_path / "data"
+
+
+@pytest.fixture(autouse=True)
+def no_downloads(monkeypatch):
+    """No test may reach the network: downloads are off unless a test turns them back on."""
+    monkeypatch.setenv("FFNUMPY_OFFLINE", "1")
+
+
+def cifar_batch(n, n_classes, rng, label_key=b"labels"):
+    """A batch dict in the official CIFAR python-version layout; class k is bright in
+    the k-th of n_classes stripes, so a tiny net can learn it."""
+    y = rng.integers(0, n_classes, size=n)
+    images = rng.integers(0, 60, size=(n, 3, 32, 32), dtype=np.uint8)
+    rows = (np.arange(32) * n_classes) // 32  # (32,), stripe index of each row
+    stripe = rows[None, :] == y[:, None]  # (n, 32): the rows of each image's class
+    images += (180 * stripe[:, None, :, None]).astype(np.uint8)
+    return {b"batch_label": b"tiny", b"data": images.reshape(n, 3072),
+            label_key: [int(v) for v in y], b"filenames": [b"x.png"] * n}
+
+
+def make_tiny_cifar(root, name="cifar10", n_train=200, n_test=50, seed=0, tar=True):
+    """Write a tiny CIFAR-10/100 in the official layout under root/<name>/: the extracted
+    folder, and with ``tar`` instead the official tarball. Returns the data root."""
+    import io
+    import pickle
+    import tarfile
+
+    rng = np.random.default_rng(seed)
+    if name == "cifar10":
+        top, n_classes, key = "cifar-10-batches-py", 10, b"labels"
+        files = {f"data_batch_{i}": n_train // 5 for i in range(1, 6)}
+        files["test_batch"] = n_test
+        archive = "cifar-10-python.tar.gz"
+    else:
+        top, n_classes, key = "cifar-100-python", 100, b"fine_labels"
+        files = {"train": n_train, "test": n_test}
+        archive = "cifar-100-python.tar.gz"
+    blobs = {f: pickle.dumps(cifar_batch(n, n_classes, rng, key), protocol=2)
+             for f, n in files.items()}
+    folder = root / name
+    folder.mkdir(parents=True, exist_ok=True)
+    if tar:
+        with tarfile.open(folder / archive, "w:gz") as t:
+            for f, blob in blobs.items():
+                info = tarfile.TarInfo(f"{top}/{f}")
+                info.size = len(blob)
+                t.addfile(info, io.BytesIO(blob))
+    else:
+        (folder / top).mkdir()
+        for f, blob in blobs.items():
+            (folder / top / f).write_bytes(blob)
+    return root

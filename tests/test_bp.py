@@ -2,8 +2,13 @@
 import numpy as np
 import pytest
 
-from ffnumpy.bp import (BPNet, mlp_backward, mlp_forward, softmax_cross_entropy,
-                        softmax_cross_entropy_grad)
+from ffnumpy.bp import (
+    BPNet,
+    mlp_backward,
+    mlp_forward,
+    softmax_cross_entropy,
+    softmax_cross_entropy_grad,
+)
 from ffnumpy.gradcheck import check_directional, check_gradient
 
 

@@ -50,7 +50,7 @@ def test_bad_values_exit_2_with_one_clear_line(tmp_path, args, message):
 
 def test_missing_cupy_or_gpu_is_one_line(tmp_path):
     try:
-        import cupy  # noqa: F401  (only to learn whether the message is expected here)
+        import cupy
         has_gpu = cupy.cuda.runtime.getDeviceCount() > 0
     except Exception:
         has_gpu = False

@@ -64,7 +64,7 @@ def test_missing_file_names_what_to_do(tmp_path):
 
 def test_labels_out_of_range(tiny_mnist):
     write_idx(tiny_mnist / "mnist" / "t10k-labels-idx1-ubyte.gz", np.full(60, 12, np.uint8))
-    with pytest.raises(DataError, match="label 12"):
+    with pytest.raises(DataError, match="labels 12..12"):
         load_mnist(tiny_mnist)
 
 

@@ -2,7 +2,12 @@
 import numpy as np
 import pytest
 
-from ffnumpy.labels import icp_encoder, icp_patterns, make_encoder, sample_negative_labels
+from ffnumpy.labels import (
+    icp_encoder,
+    icp_patterns,
+    make_encoder,
+    sample_negative_labels,
+)
 
 
 def test_icp_shape_rate_and_values():

@@ -5,8 +5,16 @@ import pytest
 
 from ffnumpy.gradcheck import check_directional, check_gradient
 from ffnumpy.labels import icp_encoder, overlay_encoder
-from ffnumpy.layers import (ff_layer_backward, ff_layer_forward, linear_backward, linear_forward,
-                            normalize_backward, normalize_forward, relu_backward, relu_forward)
+from ffnumpy.layers import (
+    ff_layer_backward,
+    ff_layer_forward,
+    linear_backward,
+    linear_forward,
+    normalize_backward,
+    normalize_forward,
+    relu_backward,
+    relu_forward,
+)
 from ffnumpy.losses import LOSSES, goodness, goodness_backward
 from ffnumpy.model import FFNet
 

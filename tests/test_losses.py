@@ -4,8 +4,14 @@ import numpy as np
 import pytest
 
 from ffnumpy.gradcheck import GradientCheckError, check_gradient
-from ffnumpy.losses import (ff_loss, ff_loss_grad, goodness, goodness_backward, symba_loss,
-                            symba_loss_grad)
+from ffnumpy.losses import (
+    ff_loss,
+    ff_loss_grad,
+    goodness,
+    goodness_backward,
+    symba_loss,
+    symba_loss_grad,
+)
 
 
 @pytest.fixture
