@@ -19,6 +19,7 @@ from .optim import OPTIMIZERS
 ALGOS = ("symba", "ff", "bp")
 DTYPES = ("float32", "float64")
 LR_DECAYS = ("none", "linear")
+NEGATIVES = ("uniform", "hard")
 
 
 class ConfigError(ValueError):
@@ -44,6 +45,7 @@ class Config:
     goodness: str = "sum"  # paper Eq. (1) writes the sum of squares
     norm: str = "l2"  # length normalisation between layers (Hinton 2022, Sec. 2.1)
     skip_first_layer: bool = False  # paper counts every layer at prediction (Sec. 3.3)
+    negatives: str = "uniform"  # paper: a random wrong label; "hard": Hinton's reference code
     standardize: bool = False  # paper: raw pixels in [0, 1]
     augment: bool | None = None  # None: on for CIFAR (paper Sec. 4), off for the MNIST family
     seed: int = 0
@@ -80,7 +82,7 @@ class Config:
 
 CHOICES = {"dataset": DATASETS, "algo": ALGOS, "labels": LABEL_KINDS, "optimizer": OPTIMIZERS,
            "goodness": GOODNESS_KINDS, "norm": NORMS, "backend": BACKENDS, "dtype": DTYPES,
-           "lr_decay": LR_DECAYS}
+           "lr_decay": LR_DECAYS, "negatives": NEGATIVES}
 
 HELP = {
     "algo": "symba: SymBa loss (Eqs. 10-11); ff: FF loss (Eqs. 2-3); bp: backprop MLP baseline",
@@ -99,6 +101,9 @@ HELP = {
     "goodness": "sum (paper Eq. 1) or mean of squared activities",
     "norm": "normalise each layer's input to unit length (l2) or unit root-mean-square (rms)",
     "skip_first_layer": "leave layer 1 out of the goodness summed at prediction",
+    "negatives": "wrong label of each negative: uniform over the wrong labels, or hard: drawn "
+                 "with probability softmax(goodness) over the wrong labels, from the model "
+                 "at the start of each epoch (FF/SymBa only)",
     "standardize": "shift and scale each colour channel to mean 0, std 1 (training-set "
                    "statistics) before training",
     "augment": "random crop (pad 4) and horizontal flip of training images (default: on for "

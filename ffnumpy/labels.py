@@ -171,3 +171,34 @@ def sample_negative_labels(y, n_classes, rng):
     numpy integer array of shape (B,)
     """
     return (y + rng.integers(1, n_classes, size=y.shape)) % n_classes
+
+
+def sample_hard_negative_labels(scores, y, rng):
+    """A wrong label for each row, drawn with probability softmax(scores) over the wrong ones.
+
+    Hinton's reference code makes its negatives this way: labels the model already
+    confuses with the true one are drawn most often.
+
+    Parameters
+    ----------
+    scores : numpy array of shape (N, C)
+        The model's goodness of each image with each label.
+    y : numpy integer array of shape (N,)
+        True labels; never drawn.
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    numpy integer array of shape (N,)
+    """
+    n, c = scores.shape
+    rows = np.arange(n)
+    p = np.exp(scores - scores.max(axis=1, keepdims=True), dtype=np.float64)  # (N, C)
+    p[rows, y] = 0.0
+    total = p.sum(axis=1, keepdims=True)  # (N, 1)
+    uniform = np.ones_like(p)
+    uniform[rows, y] = 0.0
+    p = np.where(total > 0, p, uniform)  # every wrong label underflowed: uniform
+    cum = p.cumsum(axis=1)  # (N, C), flat across the true label
+    target = (1.0 - rng.random(n))[:, None] * cum[:, -1:]  # in (0, total]
+    return np.minimum((cum < target).sum(axis=1), c - 1)

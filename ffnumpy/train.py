@@ -25,7 +25,7 @@ from .backend import BackendError, device_name, get_xp, synchronize, to_host
 from .checkpoint import CheckpointError, load_archive, save_archive, write_json
 from .config import Config, config_from_args
 from .data import DATA_CACHE, DataError, load_dataset, standardize
-from .labels import sample_negative_labels
+from .labels import sample_hard_negative_labels, sample_negative_labels
 from .model import FFNet
 from .saving import (
     CHECKPOINT_FILE,
@@ -102,6 +102,13 @@ def epoch_plan(cfg, y_train, n_classes, epoch):
     return perm, y_neg, aug
 
 
+def hard_negatives(cfg, model, x_train, y_train, perm, epoch):
+    """Hard negative labels for the epoch (aligned with ``perm``), from the current model."""
+    scores = to_host(model.goodness_per_label(x_train))  # (N, C)
+    rng = np.random.default_rng([cfg.seed, epoch, 1])  # a stream apart from epoch_plan's
+    return sample_hard_negative_labels(scores[perm], y_train[perm], rng)
+
+
 def evaluate(model, x, y):
     """Test error of ``model`` on (x, y); for FF nets also each layer's own error and the
     fraction of dead ReLUs per layer (silent on every test image with its true label)."""
@@ -134,6 +141,8 @@ def run(cfg, run_dir, data, resume_state=None):
 
     metrics = {"config": cfg.as_dict(), "device": device_name(xp), "epochs": []}
     epoch, step, stats_sum, seconds_so_far = 1, 0, None, 0.0
+    saved_y_neg = None  # a hard-negative epoch interrupted midway keeps its labels
+    hard = cfg.negatives == "hard" and isinstance(model, FFNet)
     if resume_state is not None:
         arrays, meta = resume_state
         restore_arrays(model, arrays, with_optimizer=True, source=str(run_dir / CHECKPOINT_FILE))
@@ -142,6 +151,8 @@ def run(cfg, run_dir, data, resume_state=None):
         seconds_so_far = meta.get("epoch_seconds_so_far", 0.0)
         if "stats_sum" in arrays:
             stats_sum = xp.asarray(arrays["stats_sum"])
+        if step > 0 and "epoch_y_neg" in arrays:
+            saved_y_neg = arrays["epoch_y_neg"]
     else:
         write_json(run_dir / "config.json", {**header, "device": device_name(xp)})
 
@@ -149,6 +160,8 @@ def run(cfg, run_dir, data, resume_state=None):
         arrays = model_arrays(model, with_optimizer=True)
         if stats is not None:
             arrays["stats_sum"] = to_host(stats)
+            if hard:
+                arrays["epoch_y_neg"] = y_neg
         save_archive(run_dir / CHECKPOINT_FILE, arrays, {
             **header, "kind": "checkpoint", "next_epoch": next_epoch, "next_step": next_step,
             "epoch_seconds_so_far": seconds, "metrics": metrics})
@@ -157,6 +170,10 @@ def run(cfg, run_dir, data, resume_state=None):
     with StopFlag() as stop:
         while epoch <= cfg.epochs:
             perm, y_neg, aug = epoch_plan(cfg, data.y_train, data.n_classes, epoch)
+            if hard:
+                y_neg = (saved_y_neg if saved_y_neg is not None else
+                         hard_negatives(cfg, model, x_train, data.y_train, perm, epoch))
+                saved_y_neg = None
             perm_dev, y_neg_dev = xp.asarray(perm), xp.asarray(y_neg)
             for opt in model.optimizers:
                 opt.lr = cfg.lr_at(epoch)

@@ -72,3 +72,28 @@ def test_negatives_are_never_the_true_label_and_cover_all_others(n_classes):
     counts = np.bincount(y_neg[y == 0], minlength=n_classes)[1:]
     expected = (y == 0).sum() / (n_classes - 1)
     assert np.all(np.abs(counts - expected) < 6 * np.sqrt(expected))
+
+
+def test_hard_negatives_are_wrong_and_follow_the_scores(rng):
+    from ffnumpy.labels import sample_hard_negative_labels
+
+    n, c = 20000, 5
+    y = rng.integers(0, c, size=n)
+    scores = np.tile(np.log(np.array([1.0, 2.0, 3.0, 4.0, 10.0])), (n, 1))  # softmax ∝ 1:2:3:4:10
+    neg = sample_hard_negative_labels(scores, y, rng)
+    assert (neg != y).all() and neg.min() >= 0 and neg.max() < c
+    rows = y == 4  # true label 4: the others in proportion 1:2:3:4
+    freq = np.bincount(neg[rows], minlength=c)[:4] / rows.sum()
+    np.testing.assert_allclose(freq, np.array([1, 2, 3, 4]) / 10, atol=0.02)
+    rows = y == 0  # label 4 dominates: 10 / (2 + 3 + 4 + 10)
+    assert abs((neg[rows] == 4).mean() - 10 / 19) < 0.03
+
+
+def test_hard_negatives_survive_huge_gaps(rng):
+    from ffnumpy.labels import sample_hard_negative_labels
+
+    y = np.array([0, 1, 2])
+    scores = np.array([[1e4, 0, 0], [0, 1e4, 0], [5.0, 5.0, 1e4]])
+    for _ in range(20):
+        neg = sample_hard_negative_labels(scores, y, rng)
+        assert (neg != y).all()

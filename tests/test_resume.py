@@ -70,8 +70,9 @@ def test_sigkill_at_a_random_moment_then_resume_is_identical(data_dir, tmp_path,
     assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]  # stale temporaries gone
 
 
-def test_sigterm_checkpoints_mid_epoch_and_resume_is_identical(data_dir, tmp_path):
-    args = [*ARGS, "--epochs", "12", "--data-dir", str(data_dir)]
+@pytest.mark.parametrize("extra", [[], ["--negatives", "hard"]], ids=["uniform", "hard"])
+def test_sigterm_checkpoints_mid_epoch_and_resume_is_identical(data_dir, tmp_path, extra):
+    args = [*ARGS, "--epochs", "12", "--data-dir", str(data_dir), *extra]
     ref = tmp_path / "ref"
     main([*args, "--out", str(ref)])
     run = tmp_path / "stopped"
@@ -84,7 +85,9 @@ def test_sigterm_checkpoints_mid_epoch_and_resume_is_identical(data_dir, tmp_pat
     assert proc.returncode == 128 + signal.SIGTERM
     assert f"--resume {run}" in out
     _, meta = load_archive(run / "checkpoint.npz")
-    assert (meta["next_epoch"], meta["next_step"]) > (2, 0)
+    assert meta["next_epoch"] >= 2 and meta["next_step"] > 0  # stopped inside an epoch
+    arrays, _ = load_archive(run / "checkpoint.npz")
+    assert ("epoch_y_neg" in arrays) == ("hard" in extra)
     main(["--resume", str(run)])
     assert_same_run(ref, run)
 
