@@ -88,3 +88,11 @@ def device_name(xp: ModuleType) -> str:
     props = xp.cuda.runtime.getDeviceProperties(xp.cuda.Device().id)
     name = props["name"]
     return name.decode() if isinstance(name, bytes) else str(name)
+
+
+def take_rows(table, idx, out):
+    """``out[...] = table[idx]`` without a temporary (NumPy buffers ``take`` unless told
+    that the indices need no checking; CuPy's ``take`` has no ``mode`` and never buffers)."""
+    if isinstance(table, np.ndarray):
+        return np.take(table, idx, axis=0, out=out, mode="clip")  # idx is valid by construction
+    return xp_of(table).take(table, idx, axis=0, out=out)

@@ -99,10 +99,14 @@ def goodness_backward(dg, h, kind="sum"):
     -------
     dh : array of shape (B, D)
     """
+    return (goodness_backward_factor(kind, h.shape[1]) * dg)[:, None] * h  # (B, D)
+
+
+def goodness_backward_factor(kind, width):
+    """The c of dG/dy_j = c y_j: 2 for "sum", 2/D for "mean"."""
     if kind not in GOODNESS_KINDS:
         raise ValueError(f"goodness kind must be one of {GOODNESS_KINDS}, got {kind!r}")
-    factor = 2.0 if kind == "sum" else 2.0 / h.shape[1]
-    return (factor * dg)[:, None] * h  # (B, D)
+    return 2.0 if kind == "sum" else 2.0 / width
 
 
 # --- the FF loss, Eqs. (2)-(5) ---

@@ -17,8 +17,9 @@ per-class products ``W code_c`` are a (C, D) table. The weight gradient splits t
 same way. Tests prove this path equal to :func:`ffnumpy.layers.ff_layer_forward` /
 ``ff_layer_backward`` on explicitly encoded inputs.
 """
+from .backend import take_rows
 from .layers import NORM_EPS, init_linear, norm_scale
-from .losses import LOSSES, goodness, goodness_backward
+from .losses import LOSSES, goodness, goodness_backward_factor
 from .optim import make_optimizer
 
 # Rows of label-expanded activity (candidates x images) per prediction chunk:
@@ -105,7 +106,12 @@ class FFNet:
         z_base = base @ W[:, self.encoder.base_cols].T  # (B, D_1): shared by all K
         z_codes = self.codes @ W.T  # (C, D_1)
         base_sq = goodness(base, "sum")  # (B,), row sums of squares
-        z = xp.concatenate([z_base + z_codes[y] for y in labels])  # (K*B, D_1)
+        B = base.shape[0]
+        z = xp.empty((len(labels) * B, W.shape[0]), dtype=z_base.dtype)  # (K*B, D_1)
+        for i, y in enumerate(labels):  # rows i*B .. (i+1)*B-1, filled in place
+            zi = z[i * B:(i + 1) * B]
+            take_rows(z_codes, y, out=zi)
+            zi += z_base
         sq = xp.concatenate([base_sq + self.code_sq[y] for y in labels])  # (K*B,)
         n = xp.sqrt(k * sq + NORM_EPS)[:, None]  # (K*B, 1)
         return self._scale_shift(z, n, 0), n
@@ -145,8 +151,8 @@ class FFNet:
         # (D_1, K*B) @ (K*B, C): BLAS is several times faster this way round than (C, K*B) @ ...
         M = dz_s.T @ onehot.astype(dz_s.dtype)  # (D_1, C)
         dW = M @ self.codes  # (D_1, D_in)
-        dz_img = dz_s[:B].copy()  # (B, D_1)
-        for k in range(1, len(labels)):
+        dz_img = dz_s[:B] + dz_s[B:2 * B] if len(labels) > 1 else dz_s[:B].copy()  # (B, D_1)
+        for k in range(2, len(labels)):
             dz_img += dz_s[k * B:(k + 1) * B]
         dW[:, self.encoder.base_cols] += dz_img.T @ base
         return dW
@@ -187,9 +193,13 @@ class FFNet:
             dg_pos, dg_neg = grad_fn(g_pos, g_neg, **self.loss_params)
             # dL/dz = dL/dh * [z > 0], and dL/dh = 2 dG h is already 0 wherever z <= 0,
             # so the ReLU mask is implicit (tests compare with ff_layer_backward).
-            dz = goodness_backward(xp.concatenate([dg_pos, dg_neg]), h, self.goodness_kind)
-            db = dz.sum(axis=0)  # (D_l,)
-            dz /= n  # dL/dz * 1/n: the normalisation's share of dW = dz^T (h_in / n)
+            # dL/dz = dL/dG * dG/dh = (2 dG) h row by row (goodness_backward), so
+            # db = sum_rows dL/dz is one vector-matrix product with h, and the scaled
+            # dz/n that the weight gradient needs is a single pass over h.
+            dg = xp.concatenate([dg_pos, dg_neg]) * goodness_backward_factor(
+                self.goodness_kind, h.shape[1])  # (2B,)
+            db = dg @ h  # (D_l,)
+            dz = h * (dg[:, None] / n)  # (2B, D_l): dL/dz / n, the normalisation's share
             if l == 0:
                 dW = self._first_layer_dW(dz, base, [y, y_neg])
             else:
