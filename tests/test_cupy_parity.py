@@ -44,3 +44,21 @@ def test_steps_and_prediction(cupy, rng, algo, labels):
     pred_np = models[0].predict(x[:500])
     pred_cp = to_host(models[1].predict(cupy.asarray(x[:500])))
     assert (pred_np != pred_cp).mean() < 0.01  # ties may break differently in float32
+
+
+@pytest.mark.parametrize("extra", [[], ["--negatives", "hard", "--standardize"]],
+                         ids=["plain", "hard-standardize"])
+def test_training_loop_parity_on_tiny_cifar(cupy, tmp_path, extra):
+    """The whole loop on both backends: augmentation on the host, hard negatives, the
+    dead-ReLU and per-layer metrics, prediction."""
+    from ffnumpy.train import main
+    from tests.conftest import make_tiny_cifar
+
+    root = make_tiny_cifar(tmp_path / "data", tar=False)
+    runs = [main(["cifar10", "--data-dir", str(root), "--epochs", "2", "--width", "64",
+                  "--batch-size", "64", "--backend", backend, "--out", str(tmp_path / backend),
+                  *extra]) for backend in ("numpy", "cupy")]
+    for a, b in zip(runs[0]["epochs"], runs[1]["epochs"], strict=True):
+        np.testing.assert_allclose(b["loss"], a["loss"], rtol=1e-2)
+        assert abs(a["test_error"] - b["test_error"]) <= 0.04
+        np.testing.assert_allclose(b["dead_relu_fraction"], a["dead_relu_fraction"], atol=0.05)
