@@ -93,10 +93,12 @@ def _ff_reference():
                 "theta = width with sum goodness, RMS norm, layer 1 left out at prediction"),
             Row("ff-reference-lr0.001", algo_flags("ff", **ref, lr=0.001), None,
                 "as ff-reference, lr 0.001"),
-            Row("ff-reference-decay", algo_flags("ff", **ref, lr_decay="linear"), None,
-                "as ff-reference, lr decaying linearly over the second half"),
-            Row("ff-reference-hard", algo_flags("ff", **ref, negatives="hard"), None,
-                "as ff-reference, hard negatives (softmax of goodness over wrong labels)"),
+            Row("ff-reference-lr0.001-decay", algo_flags("ff", **ref, lr=0.001,
+                                                          lr_decay="linear"), None,
+                "lr 0.001 decaying linearly over the second half"),
+            Row("ff-reference-lr0.001-hard", algo_flags("ff", **ref, lr=0.001,
+                                                         negatives="hard"), None,
+                "lr 0.001, hard negatives (softmax of goodness over wrong labels)"),
             Row("symba-2x500", algo_flags("symba"), 1.65, "paper's SymBa setting")]
 
 
