@@ -35,6 +35,8 @@ LR = {"bp": 0.01, "ff": 0.01, "symba": 0.01}  # each wins preset lr-sweep (20 ep
 LABELS = {"bp": None, "ff": "overlay", "symba": "icp"}  # the paper's pairing (Tables 1-2)
 
 
+# --- presets ---
+
 @dataclass
 class Row:
     """One run of a preset: a name, the train flags that differ from the defaults, the
