@@ -117,3 +117,18 @@ def test_damaged_model_file_is_a_clear_error(tiny_mnist, tmp_path):
     (out / "model.npz").write_bytes(np.zeros(10).tobytes())
     with pytest.raises(CheckpointError):
         load_model(out / "model.npz")
+
+
+def test_no_host_transfer_per_step(tiny_mnist, tmp_path, monkeypatch):
+    """Device values reach the host once an epoch, however many steps it has: the loop
+    never reads a device value per step (which would synchronise a GPU each step)."""
+    from ffnumpy import train as train_mod
+
+    counts, real = {}, train_mod.to_host
+    for batch in (120, 12):  # 2 and 20 steps an epoch
+        calls = []
+        monkeypatch.setattr(train_mod, "to_host", lambda a: calls.append(1) or real(a))
+        main(["mnist", "--data-dir", str(tiny_mnist), "--epochs", "2", "--width", "16",
+              "--batch-size", str(batch), "--out", str(tmp_path / f"b{batch}")])
+        counts[batch] = len(calls)
+    assert counts[120] == counts[12]
