@@ -234,7 +234,7 @@ def summarize(preset, rows, epochs, out_root, backend=None, data_dir=None, resul
                      f"{fmt(last10)} | {fmt(min(errors) if errors else 0)} | "
                      f"{done}/{n_epochs} | {secs:.1f} | {m.get('device', '?')} | {row.note} "
                      f"| `{command}` |")
-        if row.seed_group and errors:
+        if row.seed_group and m.get("final_test_error") is not None:  # finished rows only
             groups.setdefault(row.seed_group, []).append((errors[-1], last10, row.paper))
     if groups:
         lines += ["", "Over seeds (mean ± standard deviation):", "",
