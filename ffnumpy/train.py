@@ -169,6 +169,8 @@ def run(cfg, run_dir, data, resume_state=None):
     print(f"run folder: {run_dir}  device: {metrics['device']}", flush=True)
     with StopFlag() as stop:
         while epoch <= cfg.epochs:
+            synchronize(xp)
+            t0 = time.perf_counter()  # train_seconds include scoring for hard negatives
             perm, y_neg, aug = epoch_plan(cfg, data.y_train, data.n_classes, epoch)
             if hard:
                 y_neg = (saved_y_neg if saved_y_neg is not None else
@@ -177,8 +179,6 @@ def run(cfg, run_dir, data, resume_state=None):
             perm_dev, y_neg_dev = xp.asarray(perm), xp.asarray(y_neg)
             for opt in model.optimizers:
                 opt.lr = cfg.lr_at(epoch)
-            synchronize(xp)
-            t0 = time.perf_counter()
             bar = tqdm(range(step, n_steps), desc=f"epoch {epoch}/{cfg.epochs}", leave=False,
                        disable=None, file=sys.stderr, initial=step, total=n_steps)
             for s in bar:
