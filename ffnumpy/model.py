@@ -211,6 +211,23 @@ class FFNet:
 
     # --- prediction ---
 
+    def _forward(self, x, labels):
+        """Forward pass of every image in ``x`` paired with each label assignment.
+
+        Yields ``(l, h, g)`` per layer: the activities (K*B, D_l) and goodness (K*B,)
+        of the stacked rows of :meth:`_first_layer_z`. ``h`` is overwritten by the
+        next layer's ReLU only after the caller has used it.
+        """
+        h, _ = self._first_layer_z(self.encoder.base(x), labels)  # (K*B, D_1)
+        sq_in = None
+        for l in range(self.n_layers):
+            if l > 0:
+                h, _ = self._hidden_layer_z(l, h, sq_in)
+            h = self.xp.maximum(h, 0, out=h)  # (K*B, D_l)
+            g = goodness(h, self.goodness_kind)  # (K*B,)
+            yield l, h, g
+            sq_in = self._sum_sq(g, h.shape[1])
+
     def goodness_per_label(self, x, per_layer=False):
         """Goodness of every image paired with every label.
 
@@ -232,15 +249,8 @@ class FFNet:
             xb = x[start:start + chunk]
             B = xb.shape[0]
             labels = [xp.full(B, c) for c in range(C)]  # every candidate label
-            h, _ = self._first_layer_z(self.encoder.base(xb), labels)  # (C*B, D_1)
-            sq_in = None
-            for l in range(self.n_layers):
-                if l > 0:
-                    h, _ = self._hidden_layer_z(l, h, sq_in)
-                h = xp.maximum(h, 0, out=h)  # (C*B, D_l)
-                g = goodness(h, self.goodness_kind)  # (C*B,)
+            for l, _, g in self._forward(xb, labels):  # g: (C*B,)
                 out[l, start:start + B] = g.reshape(C, B).T  # (B, C)
-                sq_in = self._sum_sq(g, h.shape[1])
         return out if per_layer else self.sum_layers(out)
 
     def dead_fraction(self, x, y):
@@ -253,14 +263,8 @@ class FFNet:
         active = [xp.zeros(w.shape[0], dtype=bool) for w in self.W]
         for start in range(0, x.shape[0], PREDICT_ROWS):
             xb, yb = x[start:start + PREDICT_ROWS], y[start:start + PREDICT_ROWS]
-            h, _ = self._first_layer_z(self.encoder.base(xb), [yb])  # (B, D_1)
-            sq_in = None
-            for l in range(self.n_layers):
-                if l > 0:
-                    h, _ = self._hidden_layer_z(l, h, sq_in)
-                h = xp.maximum(h, 0, out=h)  # (B, D_l)
+            for l, h, _ in self._forward(xb, [yb]):  # h: (B, D_l)
                 active[l] |= h.max(axis=0) > 0
-                sq_in = self._sum_sq(goodness(h, self.goodness_kind), h.shape[1])
         return xp.stack([1.0 - a.mean() for a in active])  # (L,)
 
     def sum_layers(self, per_layer):

@@ -5,25 +5,9 @@ same shapes, so a model keeps its references to its weights. All state lives in
 the optimiser object (``m``, ``v``, ``t``) and can be saved and restored with
 :meth:`state_dict` / :meth:`load_state_dict`.
 """
+from .backend import xp_of
+
 OPTIMIZERS = ("adam", "sgd")
-SCRATCH_MIN_SIZE = 4096  # parameters at least this large get a preallocated Adam buffer
-
-
-def _mul(a, b, out):
-    return _xp(out).multiply(a, b, out=out)
-
-
-def _div(a, b, out):
-    return _xp(out).divide(a, b, out=out)
-
-
-def _sqrt(a, out):
-    return _xp(out).sqrt(a, out=out)
-
-
-def _xp(a):
-    from .backend import xp_of
-    return xp_of(a)
 
 
 class SGD:
@@ -68,8 +52,7 @@ class Adam:
         self.lr, self.beta1, self.beta2, self.eps = lr, beta1, beta2, eps
         self.m = [p * 0 for p in params]  # first moments, same shape, dtype and device
         self.v = [p * 0 for p in params]  # second moments
-        # one scratch buffer per large parameter (small ones use plain expressions)
-        self._scratch = [p * 0 if p.size >= SCRATCH_MIN_SIZE else None for p in params]
+        self._scratch = [p * 0 for p in params]  # one work buffer per parameter
         self.t = 0
 
     def step(self, grads):
@@ -83,20 +66,16 @@ class Adam:
         eps_hat = self.eps * c2**0.5
         for p, g, m, v, tmp in zip(self.params, grads, self.m, self.v, self._scratch):
             # the update of Algorithm 1, written into preallocated buffers (no temporaries)
+            xp = xp_of(p)
             m *= self.beta1
-            m += g * (1.0 - self.beta1) if tmp is None else _mul(g, 1.0 - self.beta1, tmp)
-            if tmp is None:
-                v *= self.beta2
-                v += (1.0 - self.beta2) * (g * g)
-                p -= step_size * m / (v**0.5 + eps_hat)
-                continue
+            m += xp.multiply(g, 1.0 - self.beta1, out=tmp)
             v *= self.beta2
-            _mul(g, g, tmp)
+            xp.multiply(g, g, out=tmp)
             tmp *= 1.0 - self.beta2
             v += tmp
-            _sqrt(v, tmp)
+            xp.sqrt(v, out=tmp)
             tmp += eps_hat
-            _div(m, tmp, tmp)
+            xp.divide(m, tmp, out=tmp)
             tmp *= step_size
             p -= tmp
 
