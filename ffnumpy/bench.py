@@ -9,7 +9,11 @@ printed for each phase:
   negative pass through every layer; prediction runs all C labels through every layer);
 * **ours**: the products this implementation actually performs (the first layer's
   image product is shared by a positive and its negative, and by all C candidate
-  labels at prediction; see :mod:`ffnumpy.model`).
+  labels at prediction, at the price of three small products with the C label codes;
+  see :mod:`ffnumpy.model`).
+
+Both include each layer's bias gradient, a sum over rows that BLAS does as a
+vector-matrix product.
 
 A ratio below 1 against the naive bound means the work was restructured, not that
 BLAS was beaten. Every time is a median over repeats; GPU clocks are read only after
@@ -62,8 +66,9 @@ def _add(shapes, key, count=1):
     shapes[key] = shapes.get(key, 0) + count
 
 
-def training_shapes(n_train, batch, d_image, d_in, widths, split_first):
-    """Products of one epoch: forward z = x W^T and weight gradient dW = dz^T x per layer."""
+def training_shapes(n_train, batch, d_image, d_in, n_classes, widths, split_first):
+    """Products of one epoch: per layer the forward z = x W^T, the weight gradient
+    dW = dz^T x and the bias gradient db = 1^T dz over the 2B stacked rows."""
     shapes = {}
     for B in _batch_sizes(n_train, batch):
         for l, d_out in enumerate(widths):
@@ -71,9 +76,13 @@ def training_shapes(n_train, batch, d_image, d_in, widths, split_first):
             if l == 0 and split_first:  # one image product for the positive and its negative
                 _add(shapes, (B, d_image, d_out))
                 _add(shapes, (d_out, B, d_image))
+                _add(shapes, (n_classes, d_in, d_out))  # W code_c, the (C, D_1) table
+                _add(shapes, (d_out, 2 * B, n_classes))  # M: dz/n summed per label
+                _add(shapes, (d_out, n_classes, d_in))  # M codes
             else:
                 _add(shapes, (2 * B, d_prev, d_out))
                 _add(shapes, (d_out, 2 * B, d_prev))
+            _add(shapes, (1, 2 * B, d_out))  # db
     return shapes
 
 
@@ -86,6 +95,7 @@ def prediction_shapes(n_test, n_classes, d_image, d_in, widths, split_first, chu
             d_prev = d_in if l == 0 else widths[l - 1]
             if l == 0 and split_first:
                 _add(shapes, (B, d_image, d_out))
+                _add(shapes, (n_classes, d_in, d_out))
             else:
                 _add(shapes, (n_classes * B, d_prev, d_out))
     return shapes
@@ -110,10 +120,8 @@ def bench_config(cfg, data, repeats):
     train_s = _timed(xp, epoch, repeats)
     predict_s = _timed(xp, lambda: model.predict(x_test), repeats)
 
-    tracemalloc.start()  # NumPy reports its allocations to tracemalloc
-    model.train_step(x[:B], y[:B], y_neg[:B])
-    peak_step = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
+    peak_step = step_memory(build_model(cfg, data.n_classes, data.image_shape, xp),
+                            x[:B], y[:B], y_neg[:B])
 
     d_image = data.x_train.shape[1]
     widths = [cfg.width] * cfg.layers
@@ -127,7 +135,7 @@ def bench_config(cfg, data, repeats):
         chunk = max(1, PREDICT_ROWS // C)
         for name, split in (("naive", False), ("ours", True)):
             result[f"train_bound_{name}"] = matmul_bound(
-                xp, training_shapes(n, B, d_image, d_in, widths, split), cfg.dtype, repeats)
+                xp, training_shapes(n, B, d_image, d_in, C, widths, split), cfg.dtype, repeats)
             result[f"predict_bound_{name}"] = matmul_bound(
                 xp, prediction_shapes(x_test.shape[0], C, d_image, d_in, widths, split, chunk),
                 cfg.dtype, repeats)
@@ -145,8 +153,32 @@ def bench_config(cfg, data, repeats):
     return result
 
 
+def step_memory(model, x, y, y_neg):
+    """Peak bytes of the first training step of a freshly built model.
+
+    The weights and the optimiser's state exist before the step and are not counted;
+    everything the step allocates is, including the work buffers an FF net keeps for
+    later steps. NumPy: peak traced by tracemalloc. CuPy: what the memory pool had to
+    take from the device for the step (freed blocks are kept, so this bounds the peak).
+    """
+    xp = model.xp
+    if xp is np:
+        tracemalloc.start()  # NumPy reports its allocations to tracemalloc
+        model.train_step(x, y, y_neg)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        return peak
+    pool = xp.get_default_memory_pool()
+    synchronize(xp)
+    pool.free_all_blocks()
+    before = pool.total_bytes()
+    model.train_step(x, y, y_neg)
+    synchronize(xp)
+    return pool.total_bytes() - before
+
+
 def memory_by_depth(depths, width, batch, algos=("symba", "bp"), d_image=784, n_classes=10):
-    """Peak traced bytes of one training step for each depth (NumPy backend, synthetic data)."""
+    """:func:`step_memory` for each depth (NumPy backend, synthetic data)."""
     from .data import Dataset
 
     rng = np.random.default_rng(0)
@@ -159,11 +191,7 @@ def memory_by_depth(depths, width, batch, algos=("symba", "bp"), d_image=784, n_
             cfg = Config(algo=algo, layers=depth, width=width, batch_size=batch)
             model = build_model(cfg, n_classes, data.image_shape, np)
             y_neg = sample_negative_labels(y, n_classes, rng)
-            model.train_step(x, y, y_neg)  # Adam moments allocated outside the measured step
-            tracemalloc.start()
-            model.train_step(x, y, y_neg)
-            out[algo].append(tracemalloc.get_traced_memory()[1])
-            tracemalloc.stop()
+            out[algo].append(step_memory(model, x, y, y_neg))
     return out
 
 

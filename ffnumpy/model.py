@@ -17,7 +17,7 @@ per-class products ``W code_c`` are a (C, D) table. The weight gradient splits t
 same way. Tests prove this path equal to :func:`ffnumpy.layers.ff_layer_forward` /
 ``ff_layer_backward`` on explicitly encoded inputs.
 """
-from .backend import take_rows
+from .backend import Workspace, row_blocks, run_blocks, take_rows
 from .layers import NORM_EPS, init_linear, norm_scale
 from .losses import LOSSES, goodness, goodness_backward_factor
 from .optim import make_optimizer
@@ -59,6 +59,7 @@ class FFNet:
         self.algo, self.goodness_kind, self.norm = algo, goodness_kind, norm
         self.loss_params = {"theta": theta} if algo == "ff" else {"alpha": alpha}
         self.skip_first_layer = skip_first_layer
+        self.workspace = Workspace(xp, dtype)  # per-step arrays, reused (see Workspace)
         self.set_encoder(encoder)
         d_ins = [encoder.d_in] + list(widths[:-1])
         self.W, self.b = [], []
@@ -82,79 +83,121 @@ class FFNet:
         """All parameter arrays in a fixed order: W1, b1, W2, b2, ..."""
         return [p for pair in zip(self.W, self.b) for p in pair]
 
-    # --- one layer's pre-activation, with the normalisation folded in ---
+    # --- one layer's forward pass, with the normalisation folded in ---
 
-    def _first_layer_z(self, base, labels):
-        """Pre-activation of layer 1 for each image paired with each label in ``labels``.
+    def _first_layer(self, base, labels):
+        """Layer 1 for each image paired with each label in ``labels``.
 
         Parameters
         ----------
         base : array of shape (B, D_img)
             ``encoder.base(x)``.
-        labels : list of K integer arrays of shape (B,)
-            K label assignments (K=2 for positive and negative in training).
+        labels : list of K label assignments
+            Each an integer array of shape (B,), or one int for every image (K=2 for
+            positive and negative in training; at prediction the C ints 0 .. C-1).
 
         Returns
         -------
-        z : array of shape (K*B, D_1)
-            Rows k*B .. (k+1)*B-1 hold the images paired with ``labels[k]``.
+        h : array of shape (K*B, D_1)
+            Activities; rows k*B .. (k+1)*B-1 hold the images paired with ``labels[k]``.
+        g : array of shape (K*B,)
+            Goodness.
         n : array of shape (K*B, 1)
-            Normalising lengths.
+            Normalising lengths of the encoded inputs.
         """
-        xp, W = self.xp, self.W[0]
+        xp, W, ws = self.xp, self.W[0], self.workspace
         k = norm_scale(self.norm, self.encoder.d_in)
-        z_base = base @ W[:, self.encoder.base_cols].T  # (B, D_1): shared by all K
+        B, D_1 = base.shape[0], W.shape[0]
+        z_base = xp.matmul(base, W[:, self.encoder.base_cols].T,
+                           out=ws.get("z_base", (B, D_1)))  # (B, D_1): shared by all K
         z_codes = self.codes @ W.T  # (C, D_1)
         base_sq = goodness(base, "sum")  # (B,), row sums of squares
-        B = base.shape[0]
-        z = xp.empty((len(labels) * B, W.shape[0]), dtype=z_base.dtype)  # (K*B, D_1)
-        for i, y in enumerate(labels):  # rows i*B .. (i+1)*B-1, filled in place
-            zi = z[i * B:(i + 1) * B]
-            take_rows(z_codes, y, out=zi)
-            zi += z_base
         sq = xp.concatenate([base_sq + self.code_sq[y] for y in labels])  # (K*B,)
         n = xp.sqrt(k * sq + NORM_EPS)[:, None]  # (K*B, 1)
-        return self._scale_shift(z, n, 0), n
+        z = ws.get("z0", (len(labels) * B, D_1))  # (K*B, D_1)
 
-    def _hidden_layer_z(self, l, h_in, sq_in):
-        """Pre-activation of layer l > 1 from the raw activities of layer l-1.
+        def fill(rows):  # rows lie in one label block k: W base(x) + W code_y
+            k, first = divmod(rows.start, B)
+            images = slice(first, first + rows.stop - rows.start)
+            if isinstance(labels[k], int):  # one label for all: a broadcast add
+                xp.add(z_base[images], z_codes[labels[k]], out=z[rows])
+            else:
+                take_rows(z_codes, labels[k][images], out=z[rows])
+                z[rows] += z_base[images]
+
+        return (*self._finish_layer(0, z, n, fill, segment=B), n)
+
+    def _hidden_layer(self, l, h_in, sq_in):
+        """Layer l > 1 from layer l-1's raw activities; returns h, g, n as :meth:`_first_layer`.
 
         ``x_hat W^T = (h W^T) / n``: the normalisation is applied to the (narrower or
         equal) product instead of the input, and n comes from ``sq_in``, the row sums of
-        squares that layer l-1's goodness already computed. Returns z and n.
+        squares that layer l-1's goodness already computed.
         """
+        xp, W = self.xp, self.W[l]
         k = norm_scale(self.norm, h_in.shape[1])
-        n = self.xp.sqrt(k * sq_in + NORM_EPS)[:, None]  # (K*B, 1)
-        return self._scale_shift(h_in @ self.W[l].T, n, l), n  # (K*B, D_l)
+        n = xp.sqrt(k * sq_in + NORM_EPS)[:, None]  # (K*B, 1)
+        # activations alternate between two buffers: layer l reads l-1's, writes its own
+        z = xp.matmul(h_in, W.T, out=self.workspace.get(f"z{l % 2}", (h_in.shape[0], W.shape[0])))
+        return (*self._finish_layer(l, z, n), n)
 
-    def _scale_shift(self, z, n, l):
-        """z / n + b_l, in place: the normalisation applied after the product."""
-        z /= n
-        z += self.b[l]
-        return z
+    def _finish_layer(self, l, z, n, fill=None, segment=None):
+        """From the product z = h_in W^T: h = ReLU(z / n + b_l) in place, and the goodness.
+
+        Runs block by block of rows (on threads with NumPy); ``fill(rows)`` first writes
+        those rows of z when the product is assembled per block. Returns h and g.
+        """
+        xp, b = self.xp, self.b[l]
+        g = xp.empty(z.shape[0], dtype=z.dtype)  # (K*B,)
+
+        def finish(rows):
+            if fill is not None:
+                fill(rows)
+            h = z[rows]
+            h /= n[rows]
+            h += b
+            xp.maximum(h, 0, out=h)  # ReLU in place
+            g[rows] = goodness(h, self.goodness_kind)
+
+        run_blocks(xp, finish, row_blocks(xp, z.shape[0], z.shape[1], segment))
+        return z, g
 
     def _sum_sq(self, g, width):
         """Row sums of squares from a goodness: G itself for "sum", D*G for "mean"."""
         return g if self.goodness_kind == "sum" else g * width
 
-    def _first_layer_dW(self, dz_s, base, labels):
-        """dL/dW_1 from dz/n of the stacked rows of :meth:`_first_layer_z`.
+    def _first_layer_dW(self, h, scale, base, labels):
+        """dL/dW_1 from the activities h of :meth:`_first_layer` and ``scale`` (K*B, 1).
 
+        dL/dz = 2 dG h row by row; with the normalisation's 1/n, dz/n = scale * h.
         Since x_hat = (base + code_y) / n, dW = (dz/n)^T x_hat splits into
         (sum_k dz_k / n_k)^T base on the base columns plus M codes, where column c
         of M (D_1, C) sums dz/n over the rows whose label is c.
         """
-        xp = self.xp
-        B = base.shape[0]
+        xp, ws = self.xp, self.workspace
+        B, D_1, K = base.shape[0], h.shape[1], len(labels)
+        dz = ws.get("dz", h.shape)  # (K*B, D_1): dz/n
+        dz_img = ws.get("dz_img", (B, D_1))  # its sum over the K label assignments
+
+        def fill(images):
+            parts = [slice(k * B + images.start, k * B + images.stop) for k in range(K)]
+            for rows in parts:
+                xp.multiply(h[rows], scale[rows], out=dz[rows])
+            if K == 1:
+                dz_img[images] = dz[parts[0]]
+            else:
+                xp.add(dz[parts[0]], dz[parts[1]], out=dz_img[images])
+            for rows in parts[2:]:
+                dz_img[images] += dz[rows]
+
+        run_blocks(xp, fill, row_blocks(xp, B, K * D_1))
         y = xp.concatenate(labels)  # (K*B,)
         onehot = (y[:, None] == xp.arange(self.encoder.n_classes)[None, :])  # (K*B, C)
         # (D_1, K*B) @ (K*B, C): BLAS is several times faster this way round than (C, K*B) @ ...
-        M = dz_s.T @ onehot.astype(dz_s.dtype)  # (D_1, C)
-        dW = M @ self.codes  # (D_1, D_in)
-        dz_img = dz_s[:B] + dz_s[B:2 * B] if len(labels) > 1 else dz_s[:B].copy()  # (B, D_1)
-        for k in range(2, len(labels)):
-            dz_img += dz_s[k * B:(k + 1) * B]
-        dW[:, self.encoder.base_cols] += dz_img.T @ base
+        M = dz.T @ onehot.astype(dz.dtype)  # (D_1, C)
+        dW = xp.matmul(M, self.codes, out=ws.get("dW_codes", (D_1, self.encoder.d_in)))
+        dW_base = xp.matmul(dz_img.T, base, out=ws.get("dW", (D_1, base.shape[1])))
+        dW[:, self.encoder.base_cols] += dW_base
         return dW
 
     # --- training ---
@@ -175,7 +218,7 @@ class FFNet:
             Per layer: the loss, mean |dL/dG_pos| and mean |dL/dG_neg| per pair
             (the quantities of Eqs. 6-7). Not synchronised: read only when logging.
         """
-        xp = self.xp
+        xp, ws = self.xp, self.workspace
         B = x.shape[0]
         loss_fn, grad_fn = LOSSES[self.algo]
         stats = []
@@ -183,11 +226,9 @@ class FFNet:
         h_in = sq_in = None
         for l in range(self.n_layers):
             if l == 0:
-                z, n = self._first_layer_z(base, [y, y_neg])  # (2B, D_1)
+                h, g, n = self._first_layer(base, [y, y_neg])  # (2B, D_1), (2B,), (2B, 1)
             else:
-                z, n = self._hidden_layer_z(l, h_in, sq_in)  # (2B, D_l)
-            h = xp.maximum(z, 0, out=z)  # (2B, D_l), ReLU in place
-            g = goodness(h, self.goodness_kind)  # (2B,)
+                h, g, n = self._hidden_layer(l, h_in, sq_in)  # (2B, D_l), ...
             g_pos, g_neg = g[:B], g[B:]
             loss = loss_fn(g_pos, g_neg, **self.loss_params)
             dg_pos, dg_neg = grad_fn(g_pos, g_neg, **self.loss_params)
@@ -199,11 +240,14 @@ class FFNet:
             dg = xp.concatenate([dg_pos, dg_neg]) * goodness_backward_factor(
                 self.goodness_kind, h.shape[1])  # (2B,)
             db = dg @ h  # (D_l,)
-            dz = h * (dg[:, None] / n)  # (2B, D_l): dL/dz / n, the normalisation's share
+            scale = dg[:, None] / n  # (2B, 1)
             if l == 0:
-                dW = self._first_layer_dW(dz, base, [y, y_neg])
+                dW = self._first_layer_dW(h, scale, base, [y, y_neg])
             else:
-                dW = dz.T @ h_in  # (D_l, D_l-1)
+                dz = ws.get("dz", h.shape)  # (2B, D_l): dL/dz / n, the normalisation's share
+                run_blocks(xp, lambda rows: xp.multiply(h[rows], scale[rows], out=dz[rows]),
+                           row_blocks(xp, h.shape[0], h.shape[1]))
+                dW = xp.matmul(dz.T, h_in, out=ws.get("dW", (h.shape[1], h_in.shape[1])))
             stats.append(xp.stack([loss, xp.abs(dg_pos).sum(), xp.abs(dg_neg).sum()]))
             self.optimizers[l].step([dW, db])
             h_in, sq_in = h, self._sum_sq(g, h.shape[1])
@@ -215,18 +259,14 @@ class FFNet:
         """Forward pass of every image in ``x`` paired with each label assignment.
 
         Yields ``(l, h, g)`` per layer: the activities (K*B, D_l) and goodness (K*B,)
-        of the stacked rows of :meth:`_first_layer_z`. ``h`` is overwritten by the
-        next layer's ReLU only after the caller has used it.
+        of the stacked rows of :meth:`_first_layer`. ``h`` lives in a workspace buffer
+        that layer l+2 overwrites, so the caller uses it before asking for more.
         """
-        h, _ = self._first_layer_z(self.encoder.base(x), labels)  # (K*B, D_1)
-        sq_in = None
+        h, g, _ = self._first_layer(self.encoder.base(x), labels)  # (K*B, D_1)
         for l in range(self.n_layers):
             if l > 0:
-                h, _ = self._hidden_layer_z(l, h, sq_in)
-            h = self.xp.maximum(h, 0, out=h)  # (K*B, D_l)
-            g = goodness(h, self.goodness_kind)  # (K*B,)
+                h, g, _ = self._hidden_layer(l, h, self._sum_sq(g, h.shape[1]))
             yield l, h, g
-            sq_in = self._sum_sq(g, h.shape[1])
 
     def goodness_per_label(self, x, per_layer=False):
         """Goodness of every image paired with every label.
@@ -248,8 +288,7 @@ class FFNet:
         for start in range(0, x.shape[0], chunk):
             xb = x[start:start + chunk]
             B = xb.shape[0]
-            labels = [xp.full(B, c) for c in range(C)]  # every candidate label
-            for l, _, g in self._forward(xb, labels):  # g: (C*B,)
+            for l, _, g in self._forward(xb, list(range(C))):  # every candidate label; g: (C*B,)
                 out[l, start:start + B] = g.reshape(C, B).T  # (B, C)
         return out if per_layer else self.sum_layers(out)
 

@@ -5,7 +5,7 @@ same shapes, so a model keeps its references to its weights. All state lives in
 the optimiser object (``m``, ``v``, ``t``) and can be saved and restored with
 :meth:`state_dict` / :meth:`load_state_dict`.
 """
-from .backend import xp_of
+from .backend import row_blocks, run_blocks, xp_of
 
 OPTIMIZERS = ("adam", "sgd")
 
@@ -65,19 +65,24 @@ class Adam:
         step_size = self.lr * c2**0.5 / c1
         eps_hat = self.eps * c2**0.5
         for p, g, m, v, tmp in zip(self.params, grads, self.m, self.v, self._scratch):
-            # the update of Algorithm 1, written into preallocated buffers (no temporaries)
             xp = xp_of(p)
-            m *= self.beta1
-            m += xp.multiply(g, 1.0 - self.beta1, out=tmp)
-            v *= self.beta2
-            xp.multiply(g, g, out=tmp)
-            tmp *= 1.0 - self.beta2
-            v += tmp
-            xp.sqrt(v, out=tmp)
-            tmp += eps_hat
-            xp.divide(m, tmp, out=tmp)
-            tmp *= step_size
-            p -= tmp
+
+            def update(rows, p=p, g=g, m=m, v=v, tmp=tmp):
+                # the update of Algorithm 1 on these rows, in preallocated buffers
+                p, g, m, v, tmp = p[rows], g[rows], m[rows], v[rows], tmp[rows]
+                m *= self.beta1
+                m += xp.multiply(g, 1.0 - self.beta1, out=tmp)
+                v *= self.beta2
+                xp.multiply(g, g, out=tmp)
+                tmp *= 1.0 - self.beta2
+                v += tmp
+                xp.sqrt(v, out=tmp)
+                tmp += eps_hat
+                xp.divide(m, tmp, out=tmp)
+                tmp *= step_size
+                p -= tmp
+
+            run_blocks(xp, update, row_blocks(xp, p.shape[0], p.size // max(1, p.shape[0])))
 
     def state_dict(self):
         return {"t": self.t, "m": list(self.m), "v": list(self.v)}
