@@ -28,9 +28,12 @@ def _thread_count():
 
 # NumPy's ufuncs run on one core and release the GIL, so element-wise passes over
 # row blocks run in parallel on a thread pool (BLAS already uses every core for the
-# products). Blocks smaller than MIN_BLOCK_ELEMENTS are not worth a thread.
+# products). Blocks smaller than MIN_BLOCK_ELEMENTS are not worth a thread; blocks of
+# at most MAX_BLOCK_ELEMENTS (1 MiB of float32) keep a chain of passes in a core's
+# cache instead of streaming each pass from memory.
 N_THREADS = _thread_count()
 MIN_BLOCK_ELEMENTS = 1 << 16
+MAX_BLOCK_ELEMENTS = 1 << 18
 _POOL = ThreadPoolExecutor(N_THREADS, thread_name_prefix="ffnumpy") if N_THREADS > 1 else None
 
 
@@ -155,15 +158,17 @@ def row_blocks(xp, n_rows, row_size, segment=None):
 
     No slice crosses a multiple of ``segment`` (default: ``n_rows``), so a block never
     mixes, say, positive and negative rows. With NumPy each segment is cut into pieces
-    enough to keep :data:`N_THREADS` threads busy, each of at least
-    :data:`MIN_BLOCK_ELEMENTS` elements; with CuPy each segment is one slice (a kernel
-    already fills the GPU).
+    enough to keep :data:`N_THREADS` threads busy and of at most
+    :data:`MAX_BLOCK_ELEMENTS` elements, but none under :data:`MIN_BLOCK_ELEMENTS`; with
+    CuPy each segment is one slice (a kernel already fills the GPU).
     """
     segment = segment or n_rows
     n_segments = -(-n_rows // segment)
     pieces = 1
     if xp is np:
-        pieces = max(1, min(-(-N_THREADS // n_segments), segment * row_size // MIN_BLOCK_ELEMENTS))
+        size = segment * row_size
+        wanted = max(-(-N_THREADS // n_segments), -(-size // MAX_BLOCK_ELEMENTS))
+        pieces = max(1, min(wanted, size // MIN_BLOCK_ELEMENTS, segment))
     blocks = []
     for start in range(0, n_rows, segment):
         stop = min(start + segment, n_rows)
@@ -175,11 +180,14 @@ def row_blocks(xp, n_rows, row_size, segment=None):
 def run_blocks(xp, fn, blocks):
     """Call ``fn(block)`` for every block: with NumPy on the thread pool, with CuPy in order.
 
-    ``fn`` must only run array operations that write to its own block.
+    With NumPy the blocks are dealt out as :data:`N_THREADS` contiguous runs, one task
+    per thread. ``fn`` must only run array operations that write to its own block.
     """
     if xp is not np or len(blocks) == 1 or _POOL is None:
         for block in blocks:
             fn(block)
         return
-    for _ in _POOL.map(fn, blocks):  # re-raises the first exception of any block
+    n = min(N_THREADS, len(blocks))
+    runs = [blocks[len(blocks) * i // n:len(blocks) * (i + 1) // n] for i in range(n)]
+    for _ in _POOL.map(lambda run: [fn(block) for block in run], runs):  # re-raises
         pass

@@ -28,8 +28,10 @@ def test_row_blocks_cover_every_row_once_within_segments(monkeypatch, n_rows, se
 def test_row_blocks_keep_small_work_in_one_block(monkeypatch):
     monkeypatch.setattr(backend, "N_THREADS", 8)
     assert row_blocks(np, 100, row_size=10) == [slice(0, 100)]  # 1,000 elements: not worth a thread
-    many = row_blocks(np, 8192, row_size=500)
-    assert len(many) == 8 and all(b.stop - b.start == 1024 for b in many)
+    busy = row_blocks(np, 64, row_size=2048)  # 2**17 elements: two blocks for eight threads
+    assert len(busy) == 2
+    many = row_blocks(np, 8192, row_size=500)  # 4 M elements: blocks of at most 2**18
+    assert len(many) == 16 and all(b.stop - b.start == 512 for b in many)
 
 
 def test_run_blocks_raises_what_a_block_raised():
