@@ -63,13 +63,21 @@ def test_thread_count_rejects_a_bad_setting(monkeypatch):
     assert backend._thread_count() == 3
 
 
-def _train_and_predict(labels, algo, kind):
+class _OtherArrayModule:
+    """NumPy under another name: the model then follows CuPy's schedule (one block per
+    segment, in order), which this machine can run without a GPU."""
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+
+def _train_and_predict(labels, algo, kind, xp=np):
     rng = np.random.default_rng(7)
     if labels == "icp":
         encoder = icp_encoder(4, 12, 6, 0.3, rng, dtype="float64")
     else:
         encoder = overlay_encoder(4, 12, dtype="float64")
-    net = FFNet(encoder, (9, 7, 5), np, rng, algo=algo, goodness_kind=kind, lr=0.01,
+    net = FFNet(encoder, (9, 7, 5), xp, rng, algo=algo, goodness_kind=kind, lr=0.01,
                 dtype="float64")
     x = rng.uniform(size=(23, 12))
     y = rng.integers(0, 4, 23)
@@ -87,4 +95,15 @@ def test_many_blocks_on_threads_give_the_same_results(monkeypatch, labels, algo,
         monkeypatch.setattr(backend, "_POOL", pool)
         many = _train_and_predict(labels, algo, kind)
     for a, b in zip(one[0] + one[1] + [one[2]], many[0] + many[1] + [many[2]]):
+        np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-15)
+
+
+def test_the_gpu_schedule_gives_the_same_results(monkeypatch):
+    monkeypatch.setattr(backend, "N_THREADS", 5)
+    monkeypatch.setattr(backend, "MIN_BLOCK_ELEMENTS", 1)
+    assert row_blocks(_OtherArrayModule(), 10, 3, segment=5) == [slice(0, 5), slice(5, 10)]
+    threaded = _train_and_predict("icp", "symba", "sum")
+    in_order = _train_and_predict("icp", "symba", "sum", xp=_OtherArrayModule())
+    for a, b in zip(threaded[0] + threaded[1] + [threaded[2]],
+                    in_order[0] + in_order[1] + [in_order[2]]):
         np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-15)
