@@ -299,7 +299,8 @@ def load_cifar(name, data_dir=None):
 
     def split(files):
         parts = [_read_batch(folder / f, label_key, n_classes) for f in files]
-        return _to_unit(np.concatenate([p[0] for p in parts])), np.concatenate([p[1] for p in parts])
+        images = np.concatenate([p[0] for p in parts])
+        return _to_unit(images), np.concatenate([p[1] for p in parts])
 
     x_train, y_train = split(train_files)
     x_test, y_test = split(test_files)

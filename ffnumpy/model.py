@@ -116,13 +116,13 @@ class FFNet:
         n = xp.sqrt(k * sq + NORM_EPS)[:, None]  # (K*B, 1)
         z = ws.get("z0", (len(labels) * B, D_1))  # (K*B, D_1)
 
-        def fill(rows):  # rows lie in one label block k: W base(x) + W code_y
-            k, first = divmod(rows.start, B)
-            images = slice(first, first + rows.stop - rows.start)
-            if isinstance(labels[k], int):  # one label for all: a broadcast add
-                xp.add(z_base[images], z_codes[labels[k]], out=z[rows])
+        def fill(rows):  # rows lie in one label block: W base(x) + W code_y
+            block, first = divmod(rows.start, B)
+            images, y = slice(first, first + rows.stop - rows.start), labels[block]
+            if isinstance(y, int):  # one label for all: a broadcast add
+                xp.add(z_base[images], z_codes[y], out=z[rows])
             else:
-                take_rows(z_codes, labels[k][images], out=z[rows])
+                take_rows(z_codes, y[images], out=z[rows])
                 z[rows] += z_base[images]
 
         return (*self._finish_layer(0, z, n, fill, segment=B), n)
@@ -166,34 +166,30 @@ class FFNet:
         """Row sums of squares from a goodness: G itself for "sum", D*G for "mean"."""
         return g if self.goodness_kind == "sum" else g * width
 
-    def _first_layer_dW(self, h, scale, base, labels):
-        """dL/dW_1 from the activities h of :meth:`_first_layer` and ``scale`` (K*B, 1).
+    def _first_layer_dW(self, h, scale, base, y, y_neg):
+        """dL/dW_1 from the activities h (2B, D_1) of :meth:`_first_layer` on the positive
+        labels ``y`` and the negative ones ``y_neg``, and ``scale`` (2B, 1).
 
         dL/dz = 2 dG h row by row; with the normalisation's 1/n, dz/n = scale * h.
         Since x_hat = (base + code_y) / n, dW = (dz/n)^T x_hat splits into
-        (sum_k dz_k / n_k)^T base on the base columns plus M codes, where column c
-        of M (D_1, C) sums dz/n over the rows whose label is c.
+        (dz_pos / n_pos + dz_neg / n_neg)^T base on the base columns plus M codes, where
+        column c of M (D_1, C) sums dz/n over the rows whose label is c.
         """
         xp, ws = self.xp, self.workspace
-        B, D_1, K = base.shape[0], h.shape[1], len(labels)
-        dz = ws.get("dz", h.shape)  # (K*B, D_1): dz/n
-        dz_img = ws.get("dz_img", (B, D_1))  # its sum over the K label assignments
+        B, D_1 = base.shape[0], h.shape[1]
+        dz = ws.get("dz", h.shape)  # (2B, D_1): dz/n
+        dz_img = ws.get("dz_img", (B, D_1))  # dz/n of each image's positive plus its negative
 
         def fill(images):
-            parts = [slice(k * B + images.start, k * B + images.stop) for k in range(K)]
-            for rows in parts:
-                xp.multiply(h[rows], scale[rows], out=dz[rows])
-            if K == 1:
-                dz_img[images] = dz[parts[0]]
-            else:
-                xp.add(dz[parts[0]], dz[parts[1]], out=dz_img[images])
-            for rows in parts[2:]:
-                dz_img[images] += dz[rows]
+            pos, neg = images, slice(B + images.start, B + images.stop)
+            xp.multiply(h[pos], scale[pos], out=dz[pos])
+            xp.multiply(h[neg], scale[neg], out=dz[neg])
+            xp.add(dz[pos], dz[neg], out=dz_img[images])
 
-        run_blocks(xp, fill, row_blocks(xp, B, K * D_1))
-        y = xp.concatenate(labels)  # (K*B,)
-        onehot = (y[:, None] == xp.arange(self.encoder.n_classes)[None, :])  # (K*B, C)
-        # (D_1, K*B) @ (K*B, C): BLAS is several times faster this way round than (C, K*B) @ ...
+        run_blocks(xp, fill, row_blocks(xp, B, 2 * D_1))
+        y = xp.concatenate([y, y_neg])  # (2B,)
+        onehot = (y[:, None] == xp.arange(self.encoder.n_classes)[None, :])  # (2B, C)
+        # (D_1, 2B) @ (2B, C): BLAS is several times faster this way round than (C, 2B) @ ...
         M = dz.T @ onehot.astype(dz.dtype)  # (D_1, C)
         dW = xp.matmul(M, self.codes, out=ws.get("dW_codes", (D_1, self.encoder.d_in)))
         dW_base = xp.matmul(dz_img.T, base, out=ws.get("dW", (D_1, base.shape[1])))
@@ -242,7 +238,7 @@ class FFNet:
             db = dg @ h  # (D_l,)
             scale = dg[:, None] / n  # (2B, 1)
             if l == 0:
-                dW = self._first_layer_dW(h, scale, base, [y, y_neg])
+                dW = self._first_layer_dW(h, scale, base, y, y_neg)
             else:
                 dz = ws.get("dz", h.shape)  # (2B, D_l): dL/dz / n, the normalisation's share
                 run_blocks(xp, lambda rows: xp.multiply(h[rows], scale[rows], out=dz[rows]),
