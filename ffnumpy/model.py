@@ -138,7 +138,8 @@ class FFNet:
         k = norm_scale(self.norm, h_in.shape[1])
         n = xp.sqrt(k * sq_in + NORM_EPS)[:, None]  # (K*B, 1)
         # activations alternate between two buffers: layer l reads l-1's, writes its own
-        z = xp.matmul(h_in, W.T, out=self.workspace.get(f"z{l % 2}", (h_in.shape[0], W.shape[0])))
+        z = xp.matmul(h_in, W.T, out=self.workspace.get(
+            f"z{l % 2}", (h_in.shape[0], W.shape[0])))  # (K*B, D_l)
         return (*self._finish_layer(l, z, n), n)
 
     def _finish_layer(self, l, z, n, fill=None, segment=None):
@@ -191,8 +192,9 @@ class FFNet:
         onehot = (y[:, None] == xp.arange(self.encoder.n_classes)[None, :])  # (2B, C)
         # (D_1, 2B) @ (2B, C): BLAS is several times faster this way round than (C, 2B) @ ...
         M = dz.T @ onehot.astype(dz.dtype)  # (D_1, C)
-        dW = xp.matmul(M, self.codes, out=ws.get("dW_codes", (D_1, self.encoder.d_in)))
-        dW_base = xp.matmul(dz_img.T, base, out=ws.get("dW", (D_1, base.shape[1])))
+        dW = xp.matmul(M, self.codes,
+                       out=ws.get("dW_codes", (D_1, self.encoder.d_in)))  # (D_1, D_in)
+        dW_base = xp.matmul(dz_img.T, base, out=ws.get("dW", (D_1, base.shape[1])))  # (D_1, D_img)
         dW[:, self.encoder.base_cols] += dW_base
         return dW
 
@@ -243,7 +245,8 @@ class FFNet:
                 dz = ws.get("dz", h.shape)  # (2B, D_l): dL/dz / n, the normalisation's share
                 run_blocks(xp, lambda rows: xp.multiply(h[rows], scale[rows], out=dz[rows]),
                            row_blocks(xp, h.shape[0], h.shape[1]))
-                dW = xp.matmul(dz.T, h_in, out=ws.get("dW", (h.shape[1], h_in.shape[1])))
+                dW = xp.matmul(dz.T, h_in, out=ws.get(
+                    "dW", (h.shape[1], h_in.shape[1])))  # (D_l, D_l-1)
             stats.append(xp.stack([loss, xp.abs(dg_pos).sum(), xp.abs(dg_neg).sum()]))
             self.optimizers[l].step([dW, db])
             h_in, sq_in = h, self._sum_sq(g, h.shape[1])
