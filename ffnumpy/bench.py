@@ -130,9 +130,7 @@ def bench_config(cfg, data, repeats):
               "train_s": train_s, "predict_s": predict_s, "peak_step_bytes": peak_step}
     if isinstance(model, FFNet):
         d_in, C = model.encoder.d_in, data.n_classes
-        from .model import PREDICT_ROWS
-
-        chunk = max(1, PREDICT_ROWS // C)
+        chunk = model.prediction_chunk(C)
         for name, split in (("naive", False), ("ours", True)):
             result[f"train_bound_{name}"] = matmul_bound(
                 xp, training_shapes(n, B, d_image, d_in, C, widths, split), cfg.dtype, repeats)

@@ -22,9 +22,11 @@ from .layers import NORM_EPS, init_linear, norm_scale
 from .losses import LOSSES, goodness, goodness_backward_factor
 from .optim import make_optimizer
 
-# Rows of label-expanded activity (candidates x images) per prediction chunk:
-# bounds prediction memory to PREDICT_ROWS x width floats per layer.
-PREDICT_ROWS = 16384
+# Activities per prediction chunk (candidate labels x images x the widest layer): each of
+# the two activation buffers holds at most this many floats (64 MiB in float32), whatever
+# the width or the number of classes. Measured on MNIST 2 x 500: 2^24 predicts about 2%
+# faster than 2^23 (larger products, fewer calls).
+PREDICT_ELEMENTS = 1 << 24
 
 
 class FFNet:
@@ -282,7 +284,7 @@ class FFNet:
         shape (L, N, C) with ``per_layer``.
         """
         xp, C = self.xp, self.encoder.n_classes
-        chunk = max(1, PREDICT_ROWS // C)
+        chunk = self.prediction_chunk(C)
         out = xp.zeros((self.n_layers, x.shape[0], C), dtype=self.dtype)  # (L, N, C)
         for start in range(0, x.shape[0], chunk):
             xb = x[start:start + chunk]
@@ -299,11 +301,16 @@ class FFNet:
         """
         xp = self.xp
         active = [xp.zeros(w.shape[0], dtype=bool) for w in self.W]
-        for start in range(0, x.shape[0], PREDICT_ROWS):
-            xb, yb = x[start:start + PREDICT_ROWS], y[start:start + PREDICT_ROWS]
+        chunk = self.prediction_chunk(1)
+        for start in range(0, x.shape[0], chunk):
+            xb, yb = x[start:start + chunk], y[start:start + chunk]
             for l, h, _ in self._forward(xb, [yb]):  # h: (B, D_l)
                 active[l] |= h.max(axis=0) > 0
         return xp.stack([1.0 - a.mean() for a in active])  # (L,)
+
+    def prediction_chunk(self, n_labels):
+        """Images per chunk when each is paired with ``n_labels`` labels (see PREDICT_ELEMENTS)."""
+        return max(1, PREDICT_ELEMENTS // (n_labels * max(w.shape[0] for w in self.W)))
 
     def sum_layers(self, per_layer):
         """Sum (L, N, C) per-layer goodness over the layers that count at prediction."""

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from ffnumpy import backend
+from ffnumpy import backend, model
 from ffnumpy.backend import Workspace, row_blocks, run_blocks
 from ffnumpy.labels import icp_encoder, overlay_encoder, sample_negative_labels
 from ffnumpy.model import FFNet
@@ -82,7 +82,8 @@ def _train_and_predict(labels, algo, kind, xp=np):
     x = rng.uniform(size=(23, 12))
     y = rng.integers(0, 4, 23)
     stats = [net.train_step(x, y, sample_negative_labels(y, 4, rng)) for _ in range(3)]
-    return stats, [p.copy() for p in net.params()], net.goodness_per_label(x, per_layer=True)
+    return (stats, [p.copy() for p in net.params()],
+            [net.goodness_per_label(x, per_layer=True), net.dead_fraction(x, y)])
 
 
 @pytest.mark.parametrize("labels,algo,kind", [("icp", "symba", "sum"), ("overlay", "ff", "mean")])
@@ -91,10 +92,11 @@ def test_many_blocks_on_threads_give_the_same_results(monkeypatch, labels, algo,
     one = _train_and_predict(labels, algo, kind)
     monkeypatch.setattr(backend, "N_THREADS", 5)  # 5 pieces a segment, odd sizes, on the pool
     monkeypatch.setattr(backend, "MIN_BLOCK_ELEMENTS", 1)
+    monkeypatch.setattr(model, "PREDICT_ELEMENTS", 100)  # prediction in chunks of 2 images
     with ThreadPoolExecutor(3) as pool:  # a pool even on a one-core machine
         monkeypatch.setattr(backend, "_POOL", pool)
         many = _train_and_predict(labels, algo, kind)
-    for a, b in zip(one[0] + one[1] + [one[2]], many[0] + many[1] + [many[2]]):
+    for a, b in zip(one[0] + one[1] + one[2], many[0] + many[1] + many[2]):
         np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-15)
 
 
@@ -104,6 +106,6 @@ def test_the_gpu_schedule_gives_the_same_results(monkeypatch):
     assert row_blocks(_OtherArrayModule(), 10, 3, segment=5) == [slice(0, 5), slice(5, 10)]
     threaded = _train_and_predict("icp", "symba", "sum")
     in_order = _train_and_predict("icp", "symba", "sum", xp=_OtherArrayModule())
-    for a, b in zip(threaded[0] + threaded[1] + [threaded[2]],
-                    in_order[0] + in_order[1] + [in_order[2]]):
+    for a, b in zip(threaded[0] + threaded[1] + threaded[2],
+                    in_order[0] + in_order[1] + in_order[2]):
         np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-15)
