@@ -15,11 +15,16 @@ import numpy as np
 BACKENDS = ("numpy", "cupy")
 
 
+def _usable_cores():
+    """Cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
 def _thread_count():
     """Threads for NumPy's element-wise work: $FFNUMPY_NUM_THREADS, else the usable cores."""
     value = os.environ.get("FFNUMPY_NUM_THREADS", "")
     if not value:
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        return _usable_cores()
     if not value.isdigit() or int(value) < 1:
         raise ValueError(f"FFNUMPY_NUM_THREADS must be a positive integer, got {value!r}; "
                          "unset it to use every usable core")
@@ -104,14 +109,36 @@ def synchronize(xp: ModuleType) -> None:
 
 
 def device_name(xp: ModuleType) -> str:
-    """Human-readable name of the device ``xp`` computes on."""
+    """Human-readable name of the device ``xp`` computes on, e.g. "CPU: AMD EPYC, 2 cores,
+    scipy-openblas 0.3.31.188.0" or the GPU's name."""
     if xp is np:
-        import platform
-
-        return f"CPU ({platform.processor() or platform.machine()})"
+        return f"CPU: {_cpu_model()}, {_usable_cores()} cores, {_blas_name()}"
     props = xp.cuda.runtime.getDeviceProperties(xp.cuda.Device().id)
     name = props["name"]
     return name.decode() if isinstance(name, bytes) else str(name)
+
+
+def _cpu_model():
+    """The processor's model name (Linux /proc/cpuinfo), else the machine type."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _blas_name():
+    """The BLAS NumPy was built with, from NumPy's build configuration."""
+    try:
+        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        return f"{blas['name']} {blas['version']}"
+    except (TypeError, KeyError):  # NumPy before 1.25 has no mode="dicts"
+        return "BLAS unknown"
 
 
 def take_rows(table, idx, out):
