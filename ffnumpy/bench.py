@@ -16,8 +16,10 @@ Both include each layer's bias gradient, a sum over rows that BLAS does as a
 vector-matrix product.
 
 A ratio below 1 against the naive bound means the work was restructured, not that
-BLAS was beaten. Every time is a median over repeats; GPU clocks are read only after
-synchronising.
+BLAS was beaten. Each repeat times the phase and then its bounds back to back, so a
+machine that slows down for a while (a shared one does) slows both; every printed time
+is a median over repeats and every ratio the median of the per-repeat ratios. GPU clocks
+are read only after synchronising.
 """
 import argparse
 import statistics
@@ -34,27 +36,44 @@ from .model import FFNet
 from .saving import build_model
 
 
-def _timed(xp, fn, repeats):
-    times = []
+def _seconds(xp, fn):
+    """Wall-clock seconds of one call of ``fn``, device work included."""
+    synchronize(xp)
+    t0 = time.perf_counter()
+    fn()
+    synchronize(xp)
+    return time.perf_counter() - t0
+
+
+def matmul_products(xp, shapes, dtype):
+    """A function that runs every product (m, k) @ (k, n) listed in ``shapes`` as many
+    times as its count, on operands allocated once: its time is the bound."""
+    operands = [(xp.ones((m, k), dtype=dtype), xp.ones((k, n), dtype=dtype),
+                 xp.empty((m, n), dtype=dtype), count) for (m, k, n), count in shapes.items()]
+
+    def run():
+        for a, b, out, count in operands:
+            for _ in range(count):
+                xp.matmul(a, b, out=out)
+
+    run()  # warm up
+    return run
+
+
+def paired_timing(xp, phase, bounds, repeats):
+    """Time ``phase`` and each bound function back to back, ``repeats`` times.
+
+    Returns the median seconds of the phase, a dict of the bounds' median seconds and
+    a dict of the medians of the per-repeat ratios phase / bound.
+    """
+    phase_s, bound_s = [], {name: [] for name in bounds}
     for _ in range(repeats):
-        synchronize(xp)
-        t0 = time.perf_counter()
-        fn()
-        synchronize(xp)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def matmul_bound(xp, shapes, dtype, repeats):
-    """Median seconds for the products (m, k) @ (k, n) listed in ``shapes`` (with counts)."""
-    total = 0.0
-    for (m, k, n), count in shapes.items():
-        a = xp.ones((m, k), dtype=dtype)
-        b = xp.ones((k, n), dtype=dtype)
-        out = xp.empty((m, n), dtype=dtype)
-        xp.matmul(a, b, out=out)  # warm up
-        total += count * _timed(xp, lambda: xp.matmul(a, b, out=out), repeats)
-    return total
+        phase_s.append(_seconds(xp, phase))
+        for name, run in bounds.items():
+            bound_s[name].append(_seconds(xp, run))
+    median = statistics.median
+    return (median(phase_s), {name: median(v) for name, v in bound_s.items()},
+            {name: median(p / b for p, b in zip(phase_s, v)) for name, v in bound_s.items()})
 
 
 def _batch_sizes(n, batch):
@@ -117,26 +136,17 @@ def bench_config(cfg, data, repeats):
             model.train_step(x[s:s + B], y[s:s + B], y_neg[s:s + B])
 
     epoch()  # warm up (allocator, BLAS threads)
-    train_s = _timed(xp, epoch, repeats)
-    predict_s = _timed(xp, lambda: model.predict(x_test), repeats)
-
-    peak_step = step_memory(build_model(cfg, data.n_classes, data.image_shape, xp),
-                            x[:B], y[:B], y_neg[:B])
-
+    model.predict(x_test)
     d_image = data.x_train.shape[1]
     widths = [cfg.width] * cfg.layers
-    result = {"config": f"{cfg.algo} {cfg.labels if cfg.algo != 'bp' else ''} "
-                        f"{cfg.layers}x{cfg.width} {cfg.dtype}".replace("  ", " "),
-              "train_s": train_s, "predict_s": predict_s, "peak_step_bytes": peak_step}
     if isinstance(model, FFNet):
         d_in, C = model.encoder.d_in, data.n_classes
         chunk = model.prediction_chunk(C)
-        for name, split in (("naive", False), ("ours", True)):
-            result[f"train_bound_{name}"] = matmul_bound(
-                xp, training_shapes(n, B, d_image, d_in, C, widths, split), cfg.dtype, repeats)
-            result[f"predict_bound_{name}"] = matmul_bound(
-                xp, prediction_shapes(x_test.shape[0], C, d_image, d_in, widths, split, chunk),
-                cfg.dtype, repeats)
+        train_shapes = {name: training_shapes(n, B, d_image, d_in, C, widths, split)
+                        for name, split in (("naive", False), ("ours", True))}
+        predict_shapes = {name: prediction_shapes(x_test.shape[0], C, d_image, d_in, widths,
+                                                  split, chunk)
+                          for name, split in (("naive", False), ("ours", True))}
     else:
         dims = [d_image] + widths + [data.n_classes]
         shapes = {}
@@ -146,8 +156,22 @@ def bench_config(cfg, data, repeats):
                 _add(shapes, (dims[l + 1], b, dims[l]))  # dW
                 if l > 0:
                     _add(shapes, (b, dims[l + 1], dims[l]))  # dx
-        result["train_bound_ours"] = result["train_bound_naive"] = matmul_bound(
-            xp, shapes, cfg.dtype, repeats)
+        train_shapes, predict_shapes = {"ours": shapes}, {}
+
+    result = {"config": f"{cfg.algo} {cfg.labels if cfg.algo != 'bp' else ''} "
+                        f"{cfg.layers}x{cfg.width} {cfg.dtype}".replace("  ", " ")}
+    for phase, fn, shape_sets in (("train", epoch, train_shapes),
+                                  ("predict", lambda: model.predict(x_test), predict_shapes)):
+        bounds = {name: matmul_products(xp, shapes, cfg.dtype)
+                  for name, shapes in shape_sets.items()}
+        seconds, bound_s, ratios = paired_timing(xp, fn, bounds, repeats)
+        result[f"{phase}_s"] = seconds
+        for name in bound_s:
+            result[f"{phase}_bound_{name}"] = bound_s[name]
+            result[f"{phase}_ratio_{name}"] = ratios[name]
+        del bounds  # free the operands before the next phase
+    result["peak_step_bytes"] = step_memory(
+        build_model(cfg, data.n_classes, data.image_shape, xp), x[:B], y[:B], y_neg[:B])
     return result
 
 
@@ -237,7 +261,7 @@ def format_result(r):
             key = f"{phase}_bound_{name}"
             if key in r:
                 lines.append(f"    {phase}: matmul bound ({name} shapes) {r[key]:.3f}s, "
-                             f"ratio {r[phase + '_s'] / r[key]:.2f}x")
+                             f"ratio {r[f'{phase}_ratio_{name}']:.2f}x")
     return "\n".join(lines)
 
 
