@@ -7,6 +7,7 @@ and moved to the device with :func:`asarray`, so a NumPy run and a CuPy run with
 the same seed see identical numbers.
 """
 import os
+import platform
 from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
 
@@ -120,8 +121,6 @@ def device_name(xp: ModuleType) -> str:
 
 def _cpu_model():
     """The processor's model name (Linux /proc/cpuinfo), else the machine type."""
-    import platform
-
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
