@@ -16,6 +16,11 @@ positive and its negative (training) or by all C candidate labels (prediction); 
 per-class products ``W code_c`` are a (C, D) table. The weight gradient splits the
 same way. Tests prove this path equal to :func:`ffnumpy.layers.ff_layer_forward` /
 ``ff_layer_backward`` on explicitly encoded inputs.
+
+For speed (README, "Speed"), every per-step array lives in a reused work buffer
+(:class:`ffnumpy.backend.Workspace`) and the element-wise passes between products run
+over row blocks (:func:`ffnumpy.backend.run_blocks`: threads with NumPy); the results do
+not depend on the blocking (tests/test_backend.py).
 """
 from .backend import Workspace, row_blocks, run_blocks, take_rows
 from .layers import NORM_EPS, init_linear, norm_scale
