@@ -6,6 +6,7 @@ Random numbers are always drawn on the host with a ``numpy.random.Generator``
 and moved to the device with :func:`asarray`, so a NumPy run and a CuPy run with
 the same seed see identical numbers.
 """
+import math
 import os
 import platform
 from concurrent.futures import ThreadPoolExecutor
@@ -165,9 +166,7 @@ class Workspace:
 
     def get(self, name, shape):
         """An uninitialised array of ``shape`` backed by the buffer ``name``."""
-        size = 1
-        for d in shape:
-            size *= d
+        size = math.prod(shape)
         flat = self._flat.get(name)
         if flat is None or flat.size < size:
             flat = self._flat[name] = self.xp.empty(size, dtype=self.dtype)

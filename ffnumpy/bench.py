@@ -30,7 +30,7 @@ import numpy as np
 
 from .backend import BACKENDS, device_name, get_xp, synchronize
 from .config import Config
-from .data import load_dataset
+from .data import Dataset, load_dataset
 from .labels import sample_negative_labels
 from .model import FFNet
 from .saving import build_model
@@ -120,6 +120,19 @@ def prediction_shapes(n_test, n_classes, d_image, d_in, widths, split_first, chu
     return shapes
 
 
+def backprop_shapes(n_train, batch, dims):
+    """Products of one backprop epoch through layers of sizes ``dims``: forward, dW, and
+    dx for every layer above the first."""
+    shapes = {}
+    for B in _batch_sizes(n_train, batch):
+        for l in range(len(dims) - 1):
+            _add(shapes, (B, dims[l], dims[l + 1]))  # forward
+            _add(shapes, (dims[l + 1], B, dims[l]))  # dW
+            if l > 0:
+                _add(shapes, (B, dims[l + 1], dims[l]))  # dx
+    return shapes
+
+
 def bench_config(cfg, data, repeats):
     """Time one configuration; returns a dict of measurements."""
     xp = get_xp(cfg.backend)
@@ -148,15 +161,8 @@ def bench_config(cfg, data, repeats):
                                                   split, chunk)
                           for name, split in (("naive", False), ("ours", True))}
     else:
-        dims = [d_image] + widths + [data.n_classes]
-        shapes = {}
-        for b in _batch_sizes(n, B):
-            for l in range(len(dims) - 1):
-                _add(shapes, (b, dims[l], dims[l + 1]))  # forward
-                _add(shapes, (dims[l + 1], b, dims[l]))  # dW
-                if l > 0:
-                    _add(shapes, (b, dims[l + 1], dims[l]))  # dx
-        train_shapes, predict_shapes = {"ours": shapes}, {}
+        train_shapes = {"ours": backprop_shapes(n, B, [d_image] + widths + [data.n_classes])}
+        predict_shapes = {}
 
     result = {"config": f"{cfg.algo} {cfg.labels if cfg.algo != 'bp' else ''} "
                         f"{cfg.layers}x{cfg.width} {cfg.dtype}".replace("  ", " ")}
@@ -201,8 +207,6 @@ def step_memory(model, x, y, y_neg):
 
 def memory_by_depth(depths, width, batch, algos=("symba", "bp"), d_image=784, n_classes=10):
     """:func:`step_memory` for each depth (NumPy backend, synthetic data)."""
-    from .data import Dataset
-
     rng = np.random.default_rng(0)
     x = rng.random((batch, d_image), dtype=np.float32)
     y = rng.integers(0, n_classes, batch)

@@ -26,6 +26,7 @@ from pathlib import Path
 from .checkpoint import write_json
 from .data import DATA_CACHE
 from .saving import CHECKPOINT_FILE
+from .train import EXIT_DIVERGED
 from .train import main as train_main
 
 PROG = "python -m ffnumpy.experiments"
@@ -33,6 +34,7 @@ RESULTS = DATA_CACHE / "results"
 RUNS = DATA_CACHE / "runs" / "experiments"
 LR = {"bp": 0.01, "ff": 0.01, "symba": 0.01}  # each wins preset lr-sweep (20 epochs, README)
 LABELS = {"bp": None, "ff": "overlay", "symba": "icp"}  # the paper's pairing (Tables 1-2)
+DIVERGED = "DIVERGED"  # marker file of a row whose run tripped the NaN guard
 
 
 # --- presets ---
@@ -190,13 +192,18 @@ def row_epochs(row, epochs):
     return epochs if epochs is not None else row.flags.get("epochs", 120)
 
 
-def run_row(row, run_dir, argv):
-    """Train one row (or resume it, or skip it if done). Returns its status string."""
-    if (run_dir / "DIVERGED").is_file():
+def row_dir(row, epochs, out_root):
+    """The run folder of ``row``, shared by every preset that has the row."""
+    return out_root / f"{row.name}-e{row_epochs(row, epochs)}"
+
+
+def run_row(run_dir, argv):
+    """Train one row (or resume it, or skip it if done). Returns its status string; a
+    diverged run (NaN guard) is marked with a DIVERGED file and never retried."""
+    if (run_dir / DIVERGED).is_file():
         return "diverged"
-    metrics_path = run_dir / "metrics.json"
-    if metrics_path.is_file() and json.loads(metrics_path.read_text()).get("final_test_error") \
-            is not None:
+    m = _read_metrics(run_dir)
+    if m is not None and m.get("final_test_error") is not None:
         return "done"
     if (run_dir / CHECKPOINT_FILE).is_file():
         argv = ["--resume", str(run_dir)]
@@ -205,9 +212,11 @@ def run_row(row, run_dir, argv):
     try:
         train_main(argv)
     except SystemExit as exc:
-        if exc.code == 3:
-            return "diverged"
-        raise
+        if exc.code != EXIT_DIVERGED:
+            raise
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / DIVERGED).write_text("NaN guard tripped; see the run's log\n")
+        return "diverged"
     return "done"
 
 
@@ -229,7 +238,7 @@ def summarize(preset, rows, epochs, out_root, backend=None, data_dir=None, resul
     groups = {}
     for row in rows:
         n_epochs = row_epochs(row, epochs)
-        run_dir = out_root / f"{row.name}-e{n_epochs}"
+        run_dir = row_dir(row, epochs, out_root)
         argv = train_argv(row.flags, epochs, backend, data_dir)
         command = "python -m ffnumpy.train " + shlex.join(argv)
         paper = f"{row.paper:.2f}" if row.paper is not None else "-"
@@ -246,9 +255,9 @@ def summarize(preset, rows, epochs, out_root, backend=None, data_dir=None, resul
             status = " (diverged: NaN)"
         last10 = statistics.mean(errors[-10:]) if errors else float("nan")
         secs = statistics.median(r["train_seconds"] for r in m["epochs"]) if done else 0
-        fmt = (lambda v: f"{v:.2f}") if errors else (lambda v: "-")
-        lines.append(f"| {row.name} | {paper} | {fmt(errors[-1] if errors else 0)}{status} | "
-                     f"{fmt(last10)} | {fmt(min(errors) if errors else 0)} | "
+        final, last, best = ((f"{errors[-1]:.2f}", f"{last10:.2f}", f"{min(errors):.2f}")
+                             if errors else ("-", "-", "-"))
+        lines.append(f"| {row.name} | {paper} | {final}{status} | {last} | {best} | "
                      f"{done}/{n_epochs} | {secs:.1f} | {m.get('device', '?')} | {row.note} "
                      f"| `{command}` |")
         if row.seed_group and m.get("final_test_error") is not None:  # finished rows only
@@ -272,7 +281,7 @@ def _read_metrics(run_dir):
     if not path.is_file():
         return None
     m = json.loads(path.read_text())
-    if (run_dir / "DIVERGED").is_file():
+    if (run_dir / DIVERGED).is_file():
         m["diverged"] = True
     return m
 
@@ -315,13 +324,9 @@ def main(argv=None):
         return rows
     if not args.table_only:
         for i, row in enumerate(rows, 1):
-            run_dir = out_root / f"{row.name}-e{row_epochs(row, args.epochs)}"
+            run_dir = row_dir(row, args.epochs, out_root)
             print(f"[{i}/{len(rows)}] {args.preset}: {row.name} -> {run_dir}", flush=True)
-            status = run_row(row, run_dir, train_argv(row.flags, args.epochs, args.backend,
-                                                      args.data_dir))
-            if status == "diverged":
-                run_dir.mkdir(parents=True, exist_ok=True)
-                (run_dir / "DIVERGED").write_text("NaN guard tripped; see the run's log\n")
+            run_row(run_dir, train_argv(row.flags, args.epochs, args.backend, args.data_dir))
     text = summarize(args.preset, PRESETS[args.preset](), args.epochs, out_root,
                      args.backend, args.data_dir, Path(args.results) if args.results else RESULTS)
     print(text)

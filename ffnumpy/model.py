@@ -205,6 +205,14 @@ class FFNet:
         dW[:, self.encoder.base_cols] += dW_base
         return dW
 
+    def _hidden_layer_dW(self, h, scale, h_in):
+        """dL/dW_l = (dz/n)^T h_in for layer l > 1, with dz/n = scale * h row by row."""
+        xp, ws = self.xp, self.workspace
+        dz = ws.get("dz", h.shape)  # (2B, D_l): dL/dz / n, the normalisation's share
+        run_blocks(xp, lambda rows: xp.multiply(h[rows], scale[rows], out=dz[rows]),
+                   row_blocks(xp, h.shape[0], h.shape[1]))
+        return xp.matmul(dz.T, h_in, out=ws.get("dW", (h.shape[1], h_in.shape[1])))  # (D_l, D_l-1)
+
     # --- training ---
 
     def train_step(self, x, y, y_neg):
@@ -223,7 +231,7 @@ class FFNet:
             Per layer: the loss, mean |dL/dG_pos| and mean |dL/dG_neg| per pair
             (the quantities of Eqs. 6-7). Not synchronised: read only when logging.
         """
-        xp, ws = self.xp, self.workspace
+        xp = self.xp
         B = x.shape[0]
         loss_fn, grad_fn = LOSSES[self.algo]
         stats = []
@@ -249,11 +257,7 @@ class FFNet:
             if l == 0:
                 dW = self._first_layer_dW(h, scale, base, y, y_neg)
             else:
-                dz = ws.get("dz", h.shape)  # (2B, D_l): dL/dz / n, the normalisation's share
-                run_blocks(xp, lambda rows: xp.multiply(h[rows], scale[rows], out=dz[rows]),
-                           row_blocks(xp, h.shape[0], h.shape[1]))
-                dW = xp.matmul(dz.T, h_in, out=ws.get(
-                    "dW", (h.shape[1], h_in.shape[1])))  # (D_l, D_l-1)
+                dW = self._hidden_layer_dW(h, scale, h_in)
             stats.append(xp.stack([loss, xp.abs(dg_pos).sum(), xp.abs(dg_neg).sum()]))
             self.optimizers[l].step([dW, db])
             h_in, sq_in = h, self._sum_sq(g, h.shape[1])
