@@ -292,30 +292,55 @@ class FFNet:
         array of shape (N, C), the goodness summed over the counted layers, or of
         shape (L, N, C) with ``per_layer``.
         """
-        xp, C = self.xp, self.encoder.n_classes
+        out, _ = self._label_pass(x)  # (L, N, C)
+        return out if per_layer else self.sum_layers(out)
+
+    def goodness_and_dead_fraction(self, x, y):
+        """Per-layer goodness of every image with every label, and the dead ReLUs, in one pass.
+
+        A unit that never fires on positive data gets no gradient from the goodness
+        (dL/dh = 2 dL/dG h is 0 where h is 0), so it stays dead. Its fraction per layer
+        is read from the rows of the same forward pass that pair each image with its
+        true label, so the test error, each layer's own error and the dead fraction
+        cost one pass over the C labels (no second pass with the true labels).
+
+        Parameters
+        ----------
+        x : array of shape (N, D_img)
+        y : integer array of shape (N,)
+            True labels.
+
+        Returns
+        -------
+        goodness : array of shape (L, N, C)
+            As :meth:`goodness_per_label` with ``per_layer``.
+        dead : array of shape (L,)
+            Per layer, the fraction of units silent on every image of ``x`` paired with
+            its label.
+        """
+        return self._label_pass(x, y)
+
+    def _label_pass(self, x, y=None):
+        """Forward every image with every label in chunks; with ``y``, also track which
+        units fire on some image paired with its true label. Returns (L, N, C) goodness
+        and the (L,) dead fractions (None without ``y``)."""
+        xp, C, ws = self.xp, self.encoder.n_classes, self.workspace
         chunk = self.prediction_chunk(C)
         out = xp.zeros((self.n_layers, x.shape[0], C), dtype=self.dtype)  # (L, N, C)
+        active = [xp.zeros(w.shape[0], dtype=bool) for w in self.W]  # (D_l,) per layer
         for start in range(0, x.shape[0], chunk):
             xb = x[start:start + chunk]
             B = xb.shape[0]
-            for l, _, g in self._forward(xb, list(range(C))):  # every candidate label; g: (C*B,)
+            if y is not None:  # image i with its own label c is row c*B + i
+                yb = xp.asarray(y[start:start + B], dtype=xp.int64)  # (B,)
+                true_rows = yb * B + xp.arange(B)  # (B,)
+            for l, h, g in self._forward(xb, list(range(C))):  # every candidate label; g: (C*B,)
                 out[l, start:start + B] = g.reshape(C, B).T  # (B, C)
-        return out if per_layer else self.sum_layers(out)
-
-    def dead_fraction(self, x, y):
-        """Per layer, the fraction of ReLUs silent on every image of ``x`` paired with its label.
-
-        A unit that never fires on positive data gets no gradient from the goodness
-        (dL/dh = 2 dL/dG h is 0 where h is 0), so it stays dead. Returns an (L,) array.
-        """
-        xp = self.xp
-        active = [xp.zeros(w.shape[0], dtype=bool) for w in self.W]
-        chunk = self.prediction_chunk(1)
-        for start in range(0, x.shape[0], chunk):
-            xb, yb = x[start:start + chunk], y[start:start + chunk]
-            for l, h, _ in self._forward(xb, [yb]):  # h: (B, D_l)
-                active[l] |= h.max(axis=0) > 0
-        return xp.stack([1.0 - a.mean() for a in active])  # (L,)
+                if y is not None:
+                    h_true = take_rows(h, true_rows, out=ws.get("h_true", (B, h.shape[1])))
+                    active[l] |= h_true.max(axis=0) > 0  # (D_l,)
+        dead = None if y is None else xp.stack([1.0 - a.mean() for a in active])  # (L,)
+        return out, dead
 
     def prediction_chunk(self, n_labels):
         """Images per chunk when each is paired with ``n_labels`` labels (see PREDICT_ELEMENTS)."""

@@ -111,14 +111,15 @@ def hard_negatives(cfg, model, x_train, y_train, perm, epoch):
 
 def evaluate(model, x, y):
     """Test error of ``model`` on (x, y); for FF nets also each layer's own error and the
-    fraction of dead ReLUs per layer (silent on every test image with its true label)."""
+    fraction of dead ReLUs per layer (silent on every test image with its true label), all
+    from one forward pass of every image with every label."""
     if isinstance(model, FFNet):
-        per_layer = model.goodness_per_label(x, per_layer=True)  # (L, N, C)
-        pred = model.sum_layers(per_layer).argmax(axis=1)
+        per_layer, dead = model.goodness_and_dead_fraction(x, y)  # (L, N, C), (L,)
+        pred = model.sum_layers(per_layer).argmax(axis=1)  # (N,)
         layer_err = [float((per_layer[l].argmax(axis=1) != y).mean())
                      for l in range(model.n_layers)]
         return {"test_error": float((pred != y).mean()), "layer_test_error": layer_err,
-                "dead_relu_fraction": to_host(model.dead_fraction(x, y)).tolist()}
+                "dead_relu_fraction": to_host(dead).tolist()}
     return {"test_error": float((model.predict(x) != y).mean())}
 
 

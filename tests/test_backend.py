@@ -82,8 +82,7 @@ def _train_and_predict(labels, algo, kind, xp=np):
     x = rng.uniform(size=(23, 12))
     y = rng.integers(0, 4, 23)
     stats = [net.train_step(x, y, sample_negative_labels(y, 4, rng)) for _ in range(3)]
-    return (stats, [p.copy() for p in net.params()],
-            [net.goodness_per_label(x, per_layer=True), net.dead_fraction(x, y)])
+    return (stats, [p.copy() for p in net.params()], list(net.goodness_and_dead_fraction(x, y)))
 
 
 @pytest.mark.parametrize("labels,algo,kind", [("icp", "symba", "sum"), ("overlay", "ff", "mean")])

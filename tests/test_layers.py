@@ -177,3 +177,27 @@ def test_no_gradient_crosses_layers(rng):
     net_b.train_step(x, y, y_neg)
     np.testing.assert_array_equal(net_a.W[0], net_b.W[0])
     assert not np.allclose(net_a.W[1], net_b.W[1])
+
+
+def test_dead_fraction_comes_from_the_true_label_rows_of_the_label_pass(rng, monkeypatch):
+    """Dead ReLUs (silent on every image paired with its own label) read from the one pass
+    over all labels equal those of an explicit forward pass with the true labels."""
+    from ffnumpy import model
+
+    monkeypatch.setattr(model, "PREDICT_ELEMENTS", 36)  # chunks of 2 images: 2, 2, 2, 1
+    net, encoder = _tiny_net(rng, "overlay", "symba")
+    y = np.array([0, 1, 1, 0, 1, 0, 0])
+    x = rng.uniform(0.0, 0.1, size=(7, encoder.d_image))
+    x[:, 5] = y == 1  # pixel 5 marks the images of class 1
+    net.W[0][:3], net.b[0][:3] = 0.0, -0.05
+    net.W[0][0, 2] = 1.0  # unit 1 fires only on label 2's one-hot pixel, never a true label
+    net.W[0][1, [1, 5]], net.b[0][1] = 1.0, -1.2  # unit 2 only on a class-1 image with label 1
+    net.b[0][2] = -1.0  # unit 3 never fires
+    got_g, got_dead = net.goodness_and_dead_fraction(x, y)  # (L, N, C), (L,)
+    np.testing.assert_array_equal(got_g, net.goodness_per_label(x, per_layer=True))
+    h, want = encoder.encode(x, y), []
+    for l in range(net.n_layers):
+        h, _ = ff_layer_forward(h, net.W[l], net.b[l], net.norm)
+        want.append(1.0 - (h.max(axis=0) > 0).mean())
+    np.testing.assert_array_equal(got_dead, want)
+    assert got_dead[0] >= 2 / 6  # units 1 and 3 counted, unit 2 not
