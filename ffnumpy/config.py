@@ -52,7 +52,8 @@ class Config:
     backend: str = "numpy"
     dtype: str = "float32"
     eval_every: int = 1  # test error after every epoch (Figure 3 needs each epoch)
-    checkpoint_every: int = 1  # epochs between checkpoints (one is always written at the end)
+    checkpoint_every: int = 1  # at least this many epochs between checkpoints ...
+    checkpoint_seconds: float = 60.0  # ... and this many seconds (a kill -9 loses at most ~1 min)
     data_dir: str | None = None  # default: data_cache/, or $FFNUMPY_DATA_DIR
     out: str | None = None  # default: data_cache/runs/<dataset>-<algo>-<L>x<W>-s<seed>-<time>
 
@@ -109,7 +110,12 @@ HELP = {
     "augment": "random crop (pad 4) and horizontal flip of training images (default: on for "
                "CIFAR, off otherwise)",
     "eval_every": "measure test error every N epochs (and always after the last)",
-    "checkpoint_every": "write a checkpoint every N epochs (and always at the end)",
+    "checkpoint_every": "write a checkpoint at the end of an epoch once at least N epochs "
+                        "and --checkpoint-seconds have passed since the last one (the first at "
+                        "the end of epoch N); always at the end and on SIGINT/SIGTERM",
+    "checkpoint_seconds": "at least this many seconds between checkpoints (0: every "
+                          "--checkpoint-every epochs); a kill -9 loses at most the longer of "
+                          "--checkpoint-every epochs and this long plus one epoch",
     "data_dir": "folder holding the datasets (default data_cache/ or $FFNUMPY_DATA_DIR)",
     "out": "run folder (default data_cache/runs/<generated name>)",
 }
@@ -151,6 +157,9 @@ def validate(cfg):
         value = getattr(cfg, name)
         if not (math.isfinite(value) and value > 0):
             raise ConfigError(f"--{name} must be a positive number, got {value}")
+    if not (math.isfinite(cfg.checkpoint_seconds) and cfg.checkpoint_seconds >= 0):
+        raise ConfigError(f"--checkpoint-seconds must be a number of seconds >= 0, "
+                          f"got {cfg.checkpoint_seconds}")
     if not math.isfinite(cfg.theta):
         raise ConfigError(f"--theta must be a finite number, got {cfg.theta}")
     if not (0.0 < cfg.icp_rate <= 1.0):

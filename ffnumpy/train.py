@@ -92,6 +92,19 @@ class StopFlag:
             signal.signal(sig, handler)
 
 
+def checkpoint_due(cfg, epoch, epochs_since, seconds_since):
+    """Whether the end of ``epoch`` writes a checkpoint.
+
+    Always after the last epoch; otherwise once at least ``cfg.checkpoint_every`` epochs
+    and ``cfg.checkpoint_seconds`` seconds have passed since the last checkpoint, so that
+    writing them (about 12 MB for MNIST 2 x 500) costs a bounded share of a run of short
+    epochs, and a kill -9 loses at most the longer of ``checkpoint_every`` epochs and
+    ``checkpoint_seconds`` plus one epoch. SIGINT/SIGTERM always write one (see :func:`run`).
+    """
+    return epoch >= cfg.epochs or (epochs_since >= cfg.checkpoint_every
+                                   and seconds_since >= cfg.checkpoint_seconds)
+
+
 def epoch_plan(cfg, y_train, n_classes, epoch):
     """The epoch's shuffle, negative labels and augmentation (or None), all drawn from a
     generator seeded with (seed, epoch); row i of each belongs to image ``perm[i]``."""
@@ -167,6 +180,9 @@ def run(cfg, run_dir, data, resume_state=None):
             **header, "kind": "checkpoint", "next_epoch": next_epoch, "next_step": next_step,
             "epoch_seconds_so_far": seconds, "metrics": metrics})
 
+    # a fresh run has no checkpoint: as if the last were long ago; a resumed one has one now
+    last_checkpoint = -math.inf if resume_state is None else time.monotonic()
+    epochs_since_checkpoint = 0
     print(f"run folder: {run_dir}  device: {metrics['device']}", flush=True)
     with StopFlag() as stop:
         while epoch <= cfg.epochs:
@@ -214,9 +230,14 @@ def run(cfg, run_dir, data, resume_state=None):
             metrics["epochs"].append(record)
             print(epoch_line(record, cfg.epochs), flush=True)
             epoch, step, stats_sum, seconds_so_far = epoch + 1, 0, None, 0.0
-            write_json(run_dir / "metrics.json", metrics)
-            if (epoch - 1) % cfg.checkpoint_every == 0 or epoch > cfg.epochs:
+            epochs_since_checkpoint += 1
+            if checkpoint_due(cfg, epoch - 1, epochs_since_checkpoint,
+                              time.monotonic() - last_checkpoint):
+                t1 = time.perf_counter()
                 checkpoint(epoch, 0, None, 0.0)
+                record["checkpoint_seconds"] = time.perf_counter() - t1
+                last_checkpoint, epochs_since_checkpoint = time.monotonic(), 0
+            write_json(run_dir / "metrics.json", metrics)
     evaluated = [r for r in metrics["epochs"] if "test_error" in r]
     metrics["final_test_error"] = evaluated[-1]["test_error"] if evaluated else None
     write_json(run_dir / "metrics.json", metrics)

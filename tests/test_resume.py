@@ -174,3 +174,36 @@ def test_predict_command_reproduces_the_logged_error(data_dir, tmp_path, capsys)
     with pytest.raises(SystemExit) as exit_info:
         predict_main([str(tmp_path / "nowhere")])
     assert exit_info.value.code == 2
+
+
+def test_checkpoint_policy_bounds_both_epochs_and_seconds():
+    from ffnumpy.config import Config
+    from ffnumpy.train import checkpoint_due
+
+    cfg = Config(epochs=10, checkpoint_every=2, checkpoint_seconds=60.0)
+    assert not checkpoint_due(cfg, 3, epochs_since=1, seconds_since=500.0)  # too few epochs
+    assert not checkpoint_due(cfg, 3, epochs_since=2, seconds_since=59.9)  # too soon
+    assert checkpoint_due(cfg, 3, epochs_since=2, seconds_since=60.0)
+    assert checkpoint_due(cfg, 10, epochs_since=0, seconds_since=0.0)  # the end, always
+
+
+@pytest.mark.parametrize("every, seconds, written", [
+    ("1", "1e9", [2, 8]),  # by time: the first epoch (none exists yet), then only the end
+    ("3", "0", [4, 7, 8]),  # by epochs alone, and the end
+])
+def test_checkpoints_follow_the_policy(data_dir, tmp_path, monkeypatch, every, seconds, written):
+    from ffnumpy import train
+
+    saved = []
+    original = train.save_archive
+
+    def spy(path, arrays, meta):
+        saved.append(meta["next_epoch"])
+        return original(path, arrays, meta)
+
+    monkeypatch.setattr(train, "save_archive", spy)
+    metrics = main([*ARGS, "--epochs", "7", "--data-dir", str(data_dir), "--out",
+                    str(tmp_path / "run"), "--checkpoint-every", every,
+                    "--checkpoint-seconds", seconds])
+    assert saved == written
+    assert [r["epoch"] + 1 for r in metrics["epochs"] if "checkpoint_seconds" in r] == written
