@@ -63,7 +63,7 @@ def test_thread_count_rejects_a_bad_setting(monkeypatch):
     assert backend._thread_count() == 3
 
 
-class _OtherArrayModule:
+class NumPyStandIn:
     """NumPy under another name: the model then follows CuPy's schedule (one block per
     segment, in order), which this machine can run without a GPU."""
 
@@ -102,9 +102,9 @@ def test_many_blocks_on_threads_give_the_same_results(monkeypatch, labels, algo,
 def test_the_gpu_schedule_gives_the_same_results(monkeypatch):
     monkeypatch.setattr(backend, "N_THREADS", 5)
     monkeypatch.setattr(backend, "MIN_BLOCK_ELEMENTS", 1)
-    assert row_blocks(_OtherArrayModule(), 10, 3, segment=5) == [slice(0, 5), slice(5, 10)]
+    assert row_blocks(NumPyStandIn(), 10, 3, segment=5) == [slice(0, 5), slice(5, 10)]
     threaded = _train_and_predict("icp", "symba", "sum")
-    in_order = _train_and_predict("icp", "symba", "sum", xp=_OtherArrayModule())
+    in_order = _train_and_predict("icp", "symba", "sum", xp=NumPyStandIn())
     for a, b in zip(threaded[0] + threaded[1] + threaded[2],
                     in_order[0] + in_order[1] + in_order[2]):
         np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-15)
