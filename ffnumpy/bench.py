@@ -15,6 +15,10 @@ printed for each phase:
 Both include each layer's bias gradient, a sum over rows that BLAS does as a
 vector-matrix product.
 
+With ``--whole-run`` it instead runs the training command itself in a fresh process
+(``python -m ffnumpy.train mnist --epochs N``) and compares the run's wall time with the
+sum of its training epochs, split into start-up, evaluation, checkpointing and the rest.
+
 A ratio below 1 against the naive bound means the work was restructured, not that
 BLAS was beaten. Each repeat times the phase and then its bounds back to back, so a
 machine that slows down for a while (a shared one does) slows both; every printed time
@@ -22,7 +26,12 @@ is a median over repeats and every ratio the median of the per-repeat ratios. GP
 are read only after synchronising.
 """
 import argparse
+import json
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 import tracemalloc
 
@@ -30,7 +39,7 @@ import numpy as np
 
 from .backend import BACKENDS, device_name, get_xp, synchronize
 from .config import Config
-from .data import Dataset, load_dataset
+from .data import REPO_ROOT, Dataset, load_dataset
 from .labels import sample_negative_labels
 from .model import FFNet
 from .saving import build_model
@@ -74,6 +83,11 @@ def paired_timing(xp, phase, bounds, repeats):
     median = statistics.median
     return (median(phase_s), {name: median(v) for name, v in bound_s.items()},
             {name: median(p / b for p, b in zip(phase_s, v)) for name, v in bound_s.items()})
+
+
+def flops(shapes):
+    """Floating-point operations of the products in ``shapes``: 2 m k n for each (m, k) @ (k, n)."""
+    return sum(2 * m * k * n * count for (m, k, n), count in shapes.items())
 
 
 def _batch_sizes(n, batch):
@@ -175,6 +189,7 @@ def bench_config(cfg, data, repeats):
         for name in bound_s:
             result[f"{phase}_bound_{name}"] = bound_s[name]
             result[f"{phase}_ratio_{name}"] = ratios[name]
+            result[f"{phase}_flops_{name}"] = flops(shape_sets[name])
         del bounds  # free the operands before the next phase
     result["peak_step_bytes"] = step_memory(
         build_model(cfg, data.n_classes, data.image_shape, xp), x[:B], y[:B], y_neg[:B])
@@ -221,20 +236,88 @@ def memory_by_depth(depths, width, batch, algos=("symba", "bp"), d_image=784, n_
     return out
 
 
+# --- the whole run ---
+
+def whole_run(command):
+    """Run the training ``command`` (a list of arguments after ``python -m ffnumpy.train``)
+    in a fresh process and split its wall time.
+
+    Start-up is the time from launching the process to the "run folder:" line, printed
+    just before the first epoch (interpreter, imports, reading the data, building the
+    model); training, evaluation and checkpointing are the sums of the per-epoch
+    ``train_seconds``, ``eval_seconds`` and ``checkpoint_seconds`` of its metrics.json;
+    "other" is the rest (metrics files, the final model, printing). Returns a dict of
+    seconds.
+    """
+    env = {**os.environ, "PYTHONUNBUFFERED": "1",  # this copy of ffnumpy, lines as printed
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT),
+                                                       os.environ.get("PYTHONPATH")]))}
+    with tempfile.TemporaryDirectory(prefix="ffnumpy-bench-") as tmp:
+        out = os.path.join(tmp, "run")
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-m", "ffnumpy.train", *command, "--out", out],
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
+        startup, lines = None, []
+        for line in proc.stdout:
+            if startup is None and line.startswith("run folder:"):
+                startup = time.perf_counter() - t0
+            lines.append(line)
+        rc = proc.wait()
+        wall = time.perf_counter() - t0
+        if rc != 0 or startup is None:
+            raise SystemExit(f"python -m ffnumpy.bench: the training run failed (exit {rc}): "
+                             + "".join(lines[-3:]).strip())
+        with open(os.path.join(out, "metrics.json")) as f:
+            epochs = json.load(f)["epochs"]
+    parts = {name: sum(r.get(key, 0.0) for r in epochs) for name, key in (
+        ("train", "train_seconds"), ("evaluation", "eval_seconds"),
+        ("checkpointing", "checkpoint_seconds"))}
+    other = wall - startup - sum(parts.values())
+    return {"wall": wall, "startup": startup, **parts, "other": other,
+            "epochs": len(epochs), "checkpoints": sum("checkpoint_seconds" in r for r in epochs)}
+
+
+def format_whole_run(r, epochs_projected):
+    """One line per run: wall against training, and where the rest went."""
+    per_epoch = (r["wall"] - r["startup"]) / r["epochs"]  # everything that recurs
+    projected = (r["startup"] + epochs_projected * per_epoch) / (
+        epochs_projected * r["train"] / r["epochs"])
+    return (f"  wall {r['wall']:.1f}s, training {r['train']:.1f}s (sum of {r['epochs']} epochs' "
+            f"train_seconds), ratio {r['wall'] / r['train']:.3f}x; start-up "
+            f"{r['startup']:.2f}s, evaluation {r['evaluation']:.2f}s, checkpointing "
+            f"{r['checkpointing']:.2f}s ({r['checkpoints']} checkpoints), other "
+            f"{r['other']:.2f}s; projected to {epochs_projected} epochs {projected:.3f}x")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m ffnumpy.bench", description=__doc__.split(
         "\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--backend", choices=BACKENDS, nargs="+", default=["numpy"])
-    parser.add_argument("--algo", choices=("symba", "ff", "bp"), nargs="+", default=["symba"])
-    parser.add_argument("--layers", type=int, default=2)
-    parser.add_argument("--width", type=int, default=500)
-    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    parser.add_argument("--backend", choices=BACKENDS, nargs="+", default=["numpy"],
+                        help="array backends to measure, one after the other")
+    parser.add_argument("--algo", choices=("symba", "ff", "bp"), nargs="+", default=["symba"],
+                        help="networks to measure (ff with overlay labels, symba and bp "
+                        "with ICP)")
+    parser.add_argument("--layers", type=int, default=2, help="hidden layers")
+    parser.add_argument("--width", type=int, default=500, help="units per hidden layer")
+    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                        help="floating-point type of data, weights and products")
     parser.add_argument("--repeats", type=int, default=3, help="median over this many runs")
     parser.add_argument("--memory-plot", metavar="PNG", default=None,
                         help="also measure peak step memory for 2..8 layers and plot it here")
+    parser.add_argument("--whole-run", action="store_true",
+                        help="instead: time the training command itself (python -m "
+                        "ffnumpy.train mnist --epochs N with these --backend, --algo, --layers, "
+                        "--width, --dtype) once per repeat, against the sum of its epochs' "
+                        "training time")
+    parser.add_argument("--epochs", type=int, default=20,
+                        help="epochs of each --whole-run run (its ratio is also projected to "
+                        f"the default {Config().epochs})")
     args = parser.parse_args(argv)
-    if args.repeats < 1 or args.layers < 1 or args.width < 1:
-        parser.error("--repeats, --layers and --width must be at least 1")
+    if min(args.repeats, args.layers, args.width, args.epochs) < 1:
+        parser.error("--repeats, --layers, --width and --epochs must be at least 1")
+    if args.whole_run:
+        return main_whole_run(args)
     data = load_dataset("mnist")
     results = []
     for backend in args.backend:
@@ -254,6 +337,27 @@ def main(argv=None):
             print(f"peak step memory {algo}: " + " ".join(
                 f"{d}L={v / 2**20:.0f}MiB" for d, v in zip(depths, values)))
         plot_memory(depths, mem, args.memory_plot)
+    return results
+
+
+def main_whole_run(args):
+    """``--whole-run``: each configuration's training command, ``--repeats`` times."""
+    results = []
+    for backend in args.backend:
+        print(f"backend {backend}: {device_name(get_xp(backend))}", flush=True)
+        for algo in args.algo:
+            command = ["mnist", "--epochs", str(args.epochs), "--backend", backend,
+                       "--algo", algo, "--labels", "overlay" if algo == "ff" else "icp",
+                       "--layers", str(args.layers), "--width", str(args.width),
+                       "--dtype", args.dtype]
+            print("  python -m ffnumpy.train " + " ".join(command), flush=True)
+            runs = []
+            for _ in range(args.repeats):
+                runs.append(whole_run(command))
+                print(format_whole_run(runs[-1], Config().epochs), flush=True)
+            ratio = statistics.median(r["wall"] / r["train"] for r in runs)
+            print(f"  median ratio of {len(runs)} runs: {ratio:.3f}x", flush=True)
+            results.append({"backend": backend, "algo": algo, "runs": runs, "ratio": ratio})
     return results
 
 
