@@ -37,7 +37,7 @@ import tracemalloc
 
 import numpy as np
 
-from .backend import BACKENDS, device_name, get_xp, synchronize
+from .backend import BACKENDS, BackendError, device_name, get_xp, synchronize
 from .config import Config
 from .data import REPO_ROOT, Dataset, load_dataset
 from .labels import sample_negative_labels
@@ -269,25 +269,32 @@ def whole_run(command):
             raise SystemExit(f"python -m ffnumpy.bench: the training run failed (exit {rc}): "
                              + "".join(lines[-3:]).strip())
         with open(os.path.join(out, "metrics.json")) as f:
-            epochs = json.load(f)["epochs"]
+            metrics = json.load(f)
+    epochs = metrics["epochs"]
     parts = {name: sum(r.get(key, 0.0) for r in epochs) for name, key in (
         ("train", "train_seconds"), ("evaluation", "eval_seconds"),
         ("checkpointing", "checkpoint_seconds"))}
     other = wall - startup - sum(parts.values())
     return {"wall": wall, "startup": startup, **parts, "other": other,
-            "epochs": len(epochs), "checkpoints": sum("checkpoint_seconds" in r for r in epochs)}
+            "epochs": len(epochs), "checkpoints": sum("checkpoint_seconds" in r for r in epochs),
+            "test_error": metrics["final_test_error"]}
 
 
 def format_whole_run(r, epochs_projected):
-    """One line per run: wall against training, and where the rest went."""
-    per_epoch = (r["wall"] - r["startup"]) / r["epochs"]  # everything that recurs
+    """One line per run: wall against training, and where the rest went.
+
+    The projection to ``epochs_projected`` epochs keeps the start-up and scales the rest
+    with the epochs: an overestimate, since checkpoints are bounded by time, not epochs.
+    """
+    per_epoch = (r["wall"] - r["startup"]) / r["epochs"]  # everything after start-up
     projected = (r["startup"] + epochs_projected * per_epoch) / (
         epochs_projected * r["train"] / r["epochs"])
     return (f"  wall {r['wall']:.1f}s, training {r['train']:.1f}s (sum of {r['epochs']} epochs' "
             f"train_seconds), ratio {r['wall'] / r['train']:.3f}x; start-up "
             f"{r['startup']:.2f}s, evaluation {r['evaluation']:.2f}s, checkpointing "
             f"{r['checkpointing']:.2f}s ({r['checkpoints']} checkpoints), other "
-            f"{r['other']:.2f}s; projected to {epochs_projected} epochs {projected:.3f}x")
+            f"{r['other']:.2f}s; projected to {epochs_projected} epochs {projected:.3f}x; "
+            f"test error {100 * r['test_error']:.2f}%")
 
 
 def main(argv=None):
@@ -316,6 +323,12 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if min(args.repeats, args.layers, args.width, args.epochs) < 1:
         parser.error("--repeats, --layers, --width and --epochs must be at least 1")
+    for backend in args.backend:  # a missing GPU is one line before anything runs
+        try:
+            get_xp(backend)
+        except BackendError as exc:
+            print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
     if args.whole_run:
         return main_whole_run(args)
     data = load_dataset("mnist")
