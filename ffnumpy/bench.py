@@ -256,8 +256,8 @@ def whole_run(command):
         out = os.path.join(tmp, "run")
         t0 = time.perf_counter()
         proc = subprocess.Popen([sys.executable, "-m", "ffnumpy.train", *command, "--out", out],
-                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True)
+                                cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
         startup, lines = None, []
         for line in proc.stdout:
             if startup is None and line.startswith("run folder:"):
