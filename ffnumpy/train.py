@@ -97,7 +97,7 @@ def checkpoint_due(cfg, epoch, epochs_since, seconds_since):
 
     Always after the last epoch; otherwise once at least ``cfg.checkpoint_every`` epochs
     and ``cfg.checkpoint_seconds`` seconds have passed since the last checkpoint, so that
-    writing them (about 12 MB for MNIST 2 x 500) costs a bounded share of a run of short
+    writing them (about 8 MB for MNIST 2 x 500) costs a bounded share of a run of short
     epochs, and a kill -9 loses at most the longer of ``checkpoint_every`` epochs and
     ``checkpoint_seconds`` plus one epoch. SIGINT/SIGTERM always write one (see :func:`run`).
     """
