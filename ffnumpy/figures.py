@@ -20,7 +20,6 @@ import argparse
 import io
 import json
 import re
-import sys
 import tarfile
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from .labels import make_encoder
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 RESULTS = ROOT / "data_cache" / "results"
+BENCH_FILE = "bench-cpu.txt"  # python -m ffnumpy.bench's output, memory lines included
 SHARED_DATASETS = ROOT.parent / "shared" / "datasets"  # the project's read-only copies
 
 PAPER_EPOCHS = 120  # SymBa (arXiv:2303.08418v1) Sec. 4.1: every run trains 120 epochs
@@ -386,20 +386,19 @@ def cifar10_test_images(n=1, data_dir=None):
     archive, top = CIFAR["cifar10"][:2]
     for root in (data_root(data_dir), SHARED_DATASETS):
         for folder in (root / "cifar10", root):
-            batch = None
-            if (folder / top / "test_batch").is_file():
-                blob = (folder / top / "test_batch").read_bytes()
-            elif (folder / archive).is_file():
-                with tarfile.open(folder / archive) as tar:
-                    blob = tar.extractfile(f"{top}/test_batch").read()
-            else:
-                continue
             try:
+                if (folder / top / "test_batch").is_file():
+                    blob = (folder / top / "test_batch").read_bytes()
+                elif (folder / archive).is_file():
+                    with tarfile.open(folder / archive) as tar:
+                        blob = tar.extractfile(f"{top}/test_batch").read()
+                else:
+                    continue
                 batch = _RestrictedUnpickler(io.BytesIO(blob), encoding="bytes").load()
-            except UnsafeFileError:
-                continue
-            images = batch[b"data"][:n].reshape(n, 3, 32, 32)  # (n, C, H, W)
-            return images, np.asarray(batch[b"labels"][:n])
+                images = batch[b"data"][:n].reshape(n, 3, 32, 32)  # (n, C, H, W)
+                return images, np.asarray(batch[b"labels"][:n])
+            except (OSError, KeyError, ValueError, tarfile.TarError, UnsafeFileError):
+                continue  # an unreadable copy: try the next place
     return None
 
 
@@ -466,7 +465,7 @@ def plot_labels_overlay_vs_icp(data_dir=None, index=0, icp_rate=0.1, seed=0):
 
 # --- peak memory of a training step by depth ---
 
-def read_memory(path=RESULTS / "bench-cpu.txt"):
+def read_memory(path=RESULTS / BENCH_FILE):
     """{algo: (depths, MiB)} from the ``peak step memory <algo>: 2L=67MiB ...`` lines that
     ``python -m ffnumpy.bench --memory-plot`` prints."""
     out = {}
@@ -508,12 +507,12 @@ def plot_memory_by_depth(memory=None, width=500, batch=4096):
 
 # --- the command ---
 
-FIGURES = {  # file name in docs/ (without .png) -> function drawing it with defaults
-    "figure1_losses": plot_figure1,
-    "figure3_test_error": plot_figure3,
-    "gradient_balance": plot_gradient_balance,
-    "labels_overlay_vs_icp": plot_labels_overlay_vs_icp,
-    "memory_by_depth": plot_memory_by_depth,
+FIGURES = {  # file name in docs/ (without .png) -> draws it from a results folder
+    "figure1_losses": lambda results: plot_figure1(),
+    "figure3_test_error": lambda results: plot_figure3(results),
+    "gradient_balance": lambda results: plot_gradient_balance(results),
+    "labels_overlay_vs_icp": lambda results: plot_labels_overlay_vs_icp(),
+    "memory_by_depth": lambda results: plot_memory_by_depth(read_memory(results / BENCH_FILE)),
 }
 
 
@@ -525,6 +524,8 @@ def main(argv=None):
     parser.add_argument("--only", nargs="+", choices=sorted(FIGURES), metavar="NAME",
                         help=f"only these figures, of: {', '.join(FIGURES)}")
     parser.add_argument("--out", type=Path, default=DOCS, help="folder for the PNGs")
+    parser.add_argument("--results", type=Path, default=RESULTS,
+                        help="the committed metrics the figures are drawn from")
     args = parser.parse_args(argv)
     import matplotlib
 
@@ -533,7 +534,10 @@ def main(argv=None):
     args.out.mkdir(parents=True, exist_ok=True)
     written = []
     for name in args.only or FIGURES:
-        fig = FIGURES[name]()
+        try:
+            fig = FIGURES[name](args.results)
+        except (OSError, ValueError) as exc:  # a missing or unreadable committed metrics file
+            parser.exit(1, f"{name}: cannot draw it: {exc}\n")
         path = args.out / f"{name}.png"
         fig.savefig(path, dpi=DPI, bbox_inches="tight", pad_inches=0.1)
         plt.close(fig)
@@ -543,4 +547,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(0 if main() else 1)
+    main()

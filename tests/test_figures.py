@@ -31,6 +31,16 @@ def test_only_writes_the_named_figure(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["memory_by_depth.png"]
 
 
+def test_a_missing_metrics_file_is_one_clear_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        figures.main(["--only", "gradient_balance", "--results", str(tmp_path),
+                      "--out", str(tmp_path / "out")])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("gradient_balance: cannot draw it:") and "ff-2x500-e120.json" in err
+    assert "Traceback" not in err
+
+
 def test_figure1_fields_are_the_library_gradients():
     g_pos, g_neg = np.meshgrid(np.linspace(0, 6, 7), np.linspace(0, 6, 7))
     fields = figures.gradient_fields(g_pos, g_neg, theta=2.0, alpha=4.0)
