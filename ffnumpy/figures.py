@@ -40,7 +40,7 @@ PAPER_EPOCHS = 120  # SymBa (arXiv:2303.08418v1) Sec. 4.1: every run trains 120 
 LAST_N = 10  # "last 10": mean test error over the last 10 epochs, as in the results tables
 THETA, ALPHA = 2.0, 4.0  # paper Table 1 and Sec. 4.1
 Y_TICKS = (1, 2, 3, 5, 10, 20, 30, 50, 70, 100)  # test error axis (%, log scale)
-CIFAR_WIDTH = 1000  # the CIFAR-10 runs long enough to show a trend are 3 x 1000 (issue 13)
+CIFAR_WIDTH = 1000  # preset table2's CIFAR-10 runs long enough to show a trend are 3 x 1000
 
 NAMES = {"symba": "SymBa", "ff": "FF", "bp": "BP"}
 PAPER_LABELS = {"ff": "overlay", "symba": "icp"}  # paper Tables 1-2; BP takes no label
