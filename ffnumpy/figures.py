@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 RESULTS = ROOT / "data_cache" / "results"
 BENCH_FILE = "bench-cpu.txt"  # python -m ffnumpy.bench's output, memory lines included
+CIFAR10_CLASSES, CIFAR100_CLASSES = 10, 100  # the overlay's one-hot covers this many pixels
 SHARED_DATASETS = ROOT.parent / "shared" / "datasets"  # the project's read-only copies
 
 PAPER_EPOCHS = 120  # SymBa (arXiv:2303.08418v1) Sec. 4.1: every run trains 120 epochs
@@ -446,16 +447,17 @@ def plot_labels_overlay_vs_icp(data_dir=None, index=0, icp_rate=0.1, seed=0):
     with plt.rc_context(FONT):
         fig, axes = plt.subplots(1, 4, figsize=(14, 4.6), layout="constrained")
         show(axes[0], flat, "the image")
-        for ax, n_classes in zip(axes[1:3], (10, 100)):
+        for ax, n_classes in zip(axes[1:3], (CIFAR10_CLASSES, CIFAR100_CLASSES)):
             enc = make_encoder("overlay", n_classes, image.shape, icp_rate, rng)
             x = enc.encode(flat, np.array([label % n_classes]))
             show(ax, x, f"overlay, {n_classes} classes: {n_classes} values\n"
                         f"overwritten ({100 * n_classes / (height * width):.2f}% of a plane)")
             _mark_pixels(ax, n_classes, width)
-        enc = make_encoder("icp", 10, image.shape, icp_rate, rng)
+        enc = make_encoder("icp", CIFAR10_CLASSES, image.shape, icp_rate, rng)
         pattern = enc.codes[label, flat.size:].reshape(height, width)
         axes[3].imshow(pattern, cmap="gray", interpolation="nearest", vmin=0, vmax=1)
-        axes[3].set_title(f"ICP: nothing overwritten; this\npattern is an extra channel (rate {icp_rate:g})")
+        axes[3].set_title("ICP: nothing overwritten; this\npattern is an extra channel "
+                          f"(rate {icp_rate:g})")
         axes[3].set_xticks([])
         axes[3].set_yticks([])
         fig.suptitle(f"How the label enters: {source}\nred outline: pixels the overlay "

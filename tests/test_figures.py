@@ -45,7 +45,8 @@ def test_figure1_fields_are_the_library_gradients():
     g_pos, g_neg = np.meshgrid(np.linspace(0, 6, 7), np.linspace(0, 6, 7))
     fields = figures.gradient_fields(g_pos, g_neg, theta=2.0, alpha=4.0)
     dp, dn = losses.ff_loss_grad(g_pos.ravel(), g_neg.ravel(), theta=2.0, reduction="none")
-    assert np.array_equal(fields["ff"][0].ravel(), dp) and np.array_equal(fields["ff"][1].ravel(), dn)
+    assert np.array_equal(fields["ff"][0].ravel(), dp)
+    assert np.array_equal(fields["ff"][1].ravel(), dn)
     sb_dp, sb_dn = fields["symba"]
     assert np.array_equal(sb_dn, -sb_dp)  # one direction everywhere: what the figure shows
 

@@ -6,6 +6,7 @@ import re
 import subprocess
 from pathlib import Path
 
+import matplotlib
 import nbformat
 import pytest
 
@@ -54,6 +55,10 @@ def quick_kernel_env(tmp_path, monkeypatch):
     monkeypatch.setenv("FFNUMPY_QUICK", "1")
     monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.setenv("TMPDIR", str(tmp))
+    # where HOME is read-only, matplotlib and IPython fall back to a temporary folder of
+    # their own: point them elsewhere, so that only what a notebook leaves is counted
+    monkeypatch.setenv("MPLCONFIGDIR", matplotlib.get_configdir())  # keeps its font cache
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
     # notebooks still on the old set-up cell saved figures to this folder (else docs/)
     monkeypatch.setenv("FFNUMPY_FIGURES_DIR", str(tmp_path / "old-figures"))
     return tmp
