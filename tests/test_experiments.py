@@ -47,11 +47,14 @@ def test_table2_runs_cifar10_at_3x1000_and_shares_rows_with_table3_and_fig4():
     assert train_argv(rows["ff-cifar10-3x1000-lr0.01"].flags, data_dir="d") == [
         "cifar10", "--algo", "ff", "--layers", "3", "--width", "1000", "--lr", "0.01",
         "--validation", "5000", "--eval-every", "5", "--labels", "overlay", "--data-dir", "d"]
-    shared = {"symba-cifar10-3x1000-lr0.001", "ff-cifar10-3x1000-lr0.01"}
-    for preset in ("table3", "fig4"):
-        names = {r.name for r in PRESETS[preset]()}
-        assert shared & names == shared & set(rows) or preset == "fig4"
-    assert "symba-cifar10-3x1000-lr0.001" in {r.name for r in PRESETS["fig4"]()}
+    table3 = {r.name: r for r in PRESETS["table3"]()}
+    fig4 = {r.name: r for r in PRESETS["fig4"]()}
+    # the paper's own label pairings (Table 3) and ICP rate 0.1 (Figure 4) are Table 2's runs
+    for name in ("symba-cifar10-3x1000-lr0.001", "ff-cifar10-3x1000-lr0.01"):
+        assert table3[name].flags == rows[name].flags
+    assert fig4["symba-cifar10-3x1000-lr0.01"].flags == rows["symba-cifar10-3x1000-lr0.01"].flags
+    assert table3["symba-overlay-cifar10-3x1000-lr0.001"].flags["labels"] == "overlay"
+    assert fig4["symba-icp0.02-cifar10-3x1000-lr0.01"].flags["icp_rate"] == 0.02
 
 
 # --- the table writer, on run folders written by hand ---
@@ -162,7 +165,11 @@ def test_a_run_without_reason_may_still_be_running_and_a_foreign_run_is_flagged(
     fake_run(runs, rows["bp-2x500-lr0.001"], [0.1, 0.05], [0.1, 0.05], done=False)
     other = dict(rows["bp-2x500-lr0.01"].flags, lr=0.001)  # a run of another row
     fake_run(runs, dataclasses.replace(rows["bp-2x500-lr0.01"], flags=other), [0.02], [0.02])
+    started = runs / "ff-2x500-lr0.01-e120"  # config written, no epoch finished
+    started.mkdir()
+    (started / "config.json").write_text("{}")
     table = _table(tmp_path)
+    assert "started, no epoch finished yet" in _line(table, "ff-2x500-lr0.01", runs=True)
     assert "running or stopped at epoch 4/120" in _line(table, "bp-2x500-lr0.001", runs=True)
     foreign = _line(table, "bp-2x500-lr0.01", runs=True)
     assert "another configuration: lr 0.001 (row: 0.01)" in foreign
