@@ -139,8 +139,8 @@ ICP_RATES = (0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 WIDE_MNIST = ("not run here: needs a GPU (0.4-1.2 h a run on this 2-core CPU, which the "
               "500-unit and CIFAR-10 runs took); see README")
 PAPER_WIDTH_CIFAR = "not run here: the paper's width takes 1-2 h a run or more on this CPU"
-CIFAR_STOPPED = {0.001: "120 epochs take 2-4 h a run on this 2-core CPU; stopped with a "
-                        "checkpoint (resumable with --resume)",
+CIFAR_STOPPED = {0.001: "120 epochs take 5-6 h a run on this 2-core CPU shared by four runs; "
+                        "stopped with a checkpoint (resumable with --resume)",
                  0.01: "run only until it was behind lr 0.001 at equal epochs (issue 13), "
                        "then stopped with a checkpoint"}
 
