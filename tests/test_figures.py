@@ -95,6 +95,19 @@ def test_figure3_takes_the_runs_a_preset_holds(results):
     assert "120 epochs" in fig.axes[0].get_title()
 
 
+def test_figure3_counts_epochs_trained_not_only_those_evaluated(tmp_path):
+    table2 = tmp_path / "table2"
+    table2.mkdir()
+    _run(table2, "symba", 0.001, [0.8, 0.7, 0.6, 0.5], 120)
+    m = json.loads(next(table2.glob("*.json")).read_text())
+    m["config"]["eval_every"] = 2
+    for record in m["epochs"][::2]:  # epochs 1 and 3 were not evaluated
+        del record["test_error"]
+    next(table2.glob("*.json")).write_text(json.dumps(m))
+    title = figures.plot_figure3(results=tmp_path).axes[1].get_title()
+    assert "after 4 of 120 epochs" in title and "test error every 2 epochs" in title
+
+
 def test_best_rate_is_chosen_by_the_last_epochs():
     def run(errors):
         return {"epochs": [{"epoch": i + 1, "test_error": e} for i, e in enumerate(errors)]}
