@@ -68,7 +68,7 @@ VAL_WINDOW = 3  # evaluations averaged for the validation pick (single epochs sw
 DIVERGED = "DIVERGED"  # marker file of a row whose run tripped the NaN guard
 STOPPED = "STOPPED"  # optional file in a run folder: why the run was stopped (first line)
 # Fields a run may differ in from its row's command and still be that row.
-CONFIG_FREE = ("out", "data_dir", "backend", "checkpoint_every")
+CONFIG_FREE = ("out", "data_dir", "backend", "checkpoint_every", "checkpoint_seconds")
 
 
 # --- presets ---
