@@ -70,7 +70,7 @@ def test_smoke_run_writes_the_run_folder(tiny_mnist, tmp_path, algo, labels):
     assert [r["epoch"] for r in metrics["epochs"]] == [1, 2]
     assert all(0.0 <= r["test_error"] <= 1.0 for r in metrics["epochs"])
     assert {p.name for p in out.iterdir()} == {"config.json", "metrics.json", "checkpoint.npz",
-                                               "model.npz"}
+                                               "model.npz", ".lock"}
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["final_test_error"] == metrics["epochs"][-1]["test_error"]
     config = json.loads((out / "config.json").read_text())
