@@ -133,10 +133,10 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 class OneLineParser(argparse.ArgumentParser):
     """An argparse parser whose errors are one line on stderr (exit code 2), without the
-    usage block: "PROG: error: what was wrong; see PROG --help"."""
+    usage block: "PROG: error: what was wrong; see --help"."""
 
     def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+        self.exit(2, f"{self.prog}: error: {message}; see --help\n")
 
 
 def build_parser(prog="python -m ffnumpy.train"):

@@ -189,7 +189,10 @@ def _get_file(name, filename, root, folders):
         return fetch(urls, dest, MD5[name][filename])
     except DownloadError as exc:
         looked = ", ".join(str(f) for f in folders)
-        raise DataError(f"{name}: {filename} not found (looked in {looked}) and {exc}") from None
+        hint = ("; on Debian or Ubuntu, 'apt-get install dataset-fashion-mnist' provides it"
+                if name == "fashion-mnist" else "")
+        raise DataError(f"{name}: {filename} not found (looked in {looked}) and "
+                        f"{exc}{hint}") from None
 
 
 # --- MNIST and Fashion-MNIST ---

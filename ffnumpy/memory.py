@@ -98,6 +98,6 @@ def check_memory(cfg, data, xp):
             raise MemoryRefusal(
                 f"not enough memory: this run needs about {human(total)} ({listed}) but "
                 f"{where} is {human(available)}; use fewer --layers, a smaller --width or "
-                "--batch-size, or float32")
+                f"--batch-size{', or --dtype float32' if cfg.dtype == 'float64' else ''}")
     return parts
 

@@ -400,6 +400,8 @@ def main(argv=None):
                 if not run_dir.is_dir():
                     raise RunError(f"--resume {run_dir}: no such run folder")
                 owned.enter_context(run_folder_lock(run_dir))  # before reading or cleaning
+                for stale in run_dir.glob(".*.tmp"):  # left by a write that a kill cut short
+                    stale.unlink()
                 source = run_dir / CHECKPOINT_FILE
                 arrays, meta = load_archive(source)
                 cfg = config_of(meta, source)
@@ -408,8 +410,6 @@ def main(argv=None):
                     return meta["metrics"]
                 print(f"resuming {run_dir} at epoch {meta['next_epoch']}, "
                       f"step {meta['next_step']}")
-                for stale in run_dir.glob(".*.tmp"):  # left by a write that a kill cut short
-                    stale.unlink()
                 resume_state = (arrays, meta)
             else:
                 run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
