@@ -6,7 +6,7 @@ optionally writes the predicted labels. The Python API is
 :func:`ffnumpy.saving.load_model` plus ``model.predict`` on raw images.
 
 Exit codes: 0 done; 2 bad arguments, or a missing or damaged model or dataset;
-4 a file could not be written (the message names it and the cause).
+4 a file could not be written (the message names it and the cause); 130 Ctrl-C.
 """
 import os
 import sys
@@ -23,6 +23,7 @@ from .saving import CHECKPOINT_FILE, load_model
 PROG = "python -m ffnumpy.predict"
 EXIT_USAGE = 2  # bad arguments, or a missing or damaged model or dataset
 EXIT_IO = 4  # a file could not be written
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
 
 
 def evaluate_run(path, backend=None, data_dir=None):
@@ -93,6 +94,9 @@ def main(argv=None):
     except OSError as exc:
         print(f"{PROG}: error: {describe_os_error(exc)}", file=sys.stderr)
         raise SystemExit(EXIT_IO) from None
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; nothing was written", file=sys.stderr)
+        raise SystemExit(EXIT_INTERRUPTED) from None
     return error
 
 

@@ -17,6 +17,7 @@ stderr with an exit code (EXIT_* below, listed in the README).
 """
 import contextlib
 import dataclasses
+import errno
 import fcntl
 import math
 import os
@@ -362,16 +363,28 @@ def checkpoint_position(run_dir):
         f"epoch {epoch} of {epochs}, step {step}"
 
 
+OS_FIXES = {  # errno -> what to do before running again
+    errno.ENOSPC: "free some space",
+    errno.EDQUOT: "free some space",
+    errno.EROFS: "make the folder writable or choose another --out",
+    errno.EACCES: "make the folder writable or choose another --out",
+    errno.EPERM: "make the folder writable or choose another --out",
+    errno.ENOTDIR: "--out names a path under a file; choose another",
+    errno.EEXIST: "--out names a path under a file; choose another",
+}
+
+
 def what_remains(run_dir, cfg, fix=""):
     """What a run stopped by an error leaves, and what to run (after ``fix``, e.g.
-    "free some space, then ")."""
-    if run_dir is None:
-        return "nothing was written"
+    "free some space")."""
+    then = f"{fix}, then " if fix else ""
+    if run_dir is None or not run_dir.is_dir():
+        return f"nothing was written; {fix}" if fix else "nothing was written"
     position = checkpoint_position(run_dir)
     if position is None:
-        return (f"no checkpoint was written in {run_dir}; {fix}start again with: "
+        return (f"no checkpoint was written in {run_dir}; {then}start again with: "
                 f"{train_command(cfg, run_dir, '--overwrite')}")
-    return (f"the last checkpoint in {run_dir} ({position}) is intact; {fix}continue with: "
+    return (f"the last checkpoint in {run_dir} ({position}) is intact; {then}continue with: "
             f"{command('--resume', run_dir)}")
 
 
@@ -392,7 +405,7 @@ def divergence_advice(run_dir, cfg):
 def main(argv=None):
     """CLI entry point; returns the metrics dict (tests call it in-process)."""
     cfg, control = config_from_args(argv)
-    run_dir, created = None, False
+    run_dir, created, locked = None, False, False
     try:
         with contextlib.ExitStack() as owned:
             if control["resume"]:
@@ -427,13 +440,14 @@ def main(argv=None):
             try:
                 if resume_state is None:
                     owned.enter_context(run_folder_lock(run_dir))
+                    locked = True
                     check_run_dir(run_dir, control["overwrite"])  # again, now that it is ours
                 check_writable(run_dir)
                 print("config: " + " ".join(f"{k}={v}" for k, v in cfg.as_dict().items()),
                       flush=True)
                 return run(cfg, run_dir, data, resume_state)
             except BaseException:
-                if created:  # a folder this process made, and nothing written in it
+                if created and locked:  # a folder this process made and owns, still empty
                     _remove_if_empty(run_dir)
                 raise
     except Diverged as exc:
@@ -441,7 +455,7 @@ def main(argv=None):
     except (BackendError, DataError, CheckpointError, RunError, MemoryRefusal) as exc:
         _fail(str(exc), getattr(exc, "code", EXIT_USAGE))
     except OSError as exc:
-        fix = "free some space or make the folder writable, then "
+        fix = OS_FIXES.get(exc.errno, "")
         _fail(f"{describe_os_error(exc)}; {what_remains(run_dir, cfg, fix)}", EXIT_IO)
     except KeyboardInterrupt:
         _fail(f"interrupted; {what_remains(run_dir, cfg)}", EXIT_INTERRUPTED)
