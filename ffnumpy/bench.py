@@ -35,6 +35,8 @@ from .labels import sample_negative_labels
 from .model import FFNet
 from .saving import build_model
 
+MEMORY_BATCH = 4096  # --memory-plot measures at the paper's batch size (Sec. 4.1)
+
 
 def _seconds(xp, fn):
     """Wall-clock seconds of one call of ``fn``, device work included."""
@@ -249,11 +251,11 @@ def main(argv=None):
             print(format_result(r), flush=True)
     if args.memory_plot:
         depths = list(range(2, 9))
-        mem = memory_by_depth(depths, args.width, 4096)
+        mem = memory_by_depth(depths, args.width, MEMORY_BATCH)
         for algo, values in mem.items():
             print(f"peak step memory {algo}: " + " ".join(
                 f"{d}L={v / 2**20:.0f}MiB" for d, v in zip(depths, values)))
-        plot_memory(depths, mem, args.memory_plot)
+        plot_memory(depths, mem, args.memory_plot, args.width, MEMORY_BATCH)
     return results
 
 
@@ -269,20 +271,19 @@ def format_result(r):
     return "\n".join(lines)
 
 
-def plot_memory(depths, mem, path):
+def plot_memory(depths, mem, path, width=500, batch=MEMORY_BATCH):
+    """Plot :func:`memory_by_depth`'s result to ``path``, as ``docs/memory_by_depth.png``
+    (:func:`ffnumpy.figures.plot_memory_by_depth`, which redraws that file from the
+    committed ``bench-cpu.txt``)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for algo, values in mem.items():
-        ax.plot(depths, [v / 2**20 for v in values], marker="o", label=algo)
-    ax.set_xlabel("hidden layers (width 500, batch 4096)")
-    ax.set_ylabel("peak memory of one step (MiB)")
-    ax.set_title("Training-step memory vs depth (NumPy, tracemalloc)")
-    ax.legend()
-    fig.tight_layout()
+    from .figures import plot_memory_by_depth
+
+    fig = plot_memory_by_depth({algo: (depths, [v / 2**20 for v in values])
+                                for algo, values in mem.items()}, width=width, batch=batch)
     fig.savefig(path, dpi=120)
     plt.close(fig)
 

@@ -48,6 +48,7 @@ class Config:
     negatives: str = "uniform"  # paper: a random wrong label; "hard": Hinton's reference code
     standardize: bool = False  # paper: raw pixels in [0, 1]
     augment: bool | None = None  # None: on for CIFAR (paper Sec. 4), off for the MNIST family
+    validation: int = 0  # not in the paper: training images held out to pick settings honestly
     seed: int = 0
     backend: str = "numpy"
     dtype: str = "float32"
@@ -108,6 +109,8 @@ HELP = {
                    "statistics) before training",
     "augment": "random crop (pad 4) and horizontal flip of training images (default: on for "
                "CIFAR, off otherwise)",
+    "validation": "hold out N training images (the same N for every run of a seed; never "
+                  "trained on) and log their error beside the test error; 0: train on all",
     "eval_every": "measure test error every N epochs (and always after the last)",
     "checkpoint_every": "write a checkpoint every N epochs (and always at the end)",
     "data_dir": "folder holding the datasets (default data_cache/ or $FFNUMPY_DATA_DIR)",
@@ -147,6 +150,8 @@ def validate(cfg):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, "
                               f"got {getattr(cfg, name)}")
+    if cfg.validation < 0:
+        raise ConfigError(f"--validation must be at least 0, got {cfg.validation}")
     for name in ("lr", "alpha"):
         value = getattr(cfg, name)
         if not (math.isfinite(value) and value > 0):

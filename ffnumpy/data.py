@@ -30,6 +30,7 @@ DATA_DIR_ENV = "FFNUMPY_DATA_DIR"  # overrides data_cache/ as the place datasets
 DATASETS = ("mnist", "fashion-mnist", "cifar10", "cifar100")
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
 
+VALIDATION_STREAM = 7  # seeds the held-out split apart from every training draw
 IDX_UBYTE = 0x08  # the only element type the MNIST family uses
 MAX_IDX_BYTES = 1 << 31  # refuse headers that claim more than 2 GiB before allocating anything
 
@@ -345,15 +346,44 @@ def standardize(data, stats=None):
     if stats is None:
         mean, std = channel_stats(data.x_train, data.image_shape)
         stats = {"mean": mean, "std": std}
-    c = data.image_shape[0]
-    mean = np.asarray(stats["mean"], dtype=np.float32).repeat(data.x_train.shape[1] // c)
-    std = np.asarray(stats["std"], dtype=np.float32).repeat(data.x_train.shape[1] // c)
-
-    def apply(x):
-        return ((x - mean) / std).astype(np.float32)
-
-    return Dataset(apply(data.x_train), data.y_train, apply(data.x_test), data.y_test,
+    x_train = standardize_images(data.x_train, stats, data.image_shape)
+    x_test = standardize_images(data.x_test, stats, data.image_shape)
+    return Dataset(x_train, data.y_train, x_test, data.y_test,
                    data.n_classes, data.image_shape, data.name), stats
+
+
+def standardize_images(x, stats, image_shape):
+    """Flattened images ``x`` (N, D_img) shifted and scaled per channel by ``stats``."""
+    per_channel = x.shape[1] // image_shape[0]
+    mean = np.asarray(stats["mean"], dtype=np.float32).repeat(per_channel)  # (D_img,)
+    std = np.asarray(stats["std"], dtype=np.float32).repeat(per_channel)  # (D_img,)
+    return ((x - mean) / std).astype(np.float32)
+
+
+def hold_out(data, n_val, seed):
+    """Split ``n_val`` validation images off the training set.
+
+    The held-out images depend on ``seed`` only (a stream apart from the training
+    draws), so every run of a seed, whatever its algorithm or learning rate, is
+    validated on the same images and never trains on them.
+
+    Returns
+    -------
+    (Dataset, x_val, y_val)
+        The dataset with the remaining training images (in their original order) and
+        the test set unchanged; x_val of shape (n_val, D_img), y_val of shape (n_val,).
+    """
+    n_train = data.x_train.shape[0]
+    if not 0 <= n_val < n_train:
+        raise DataError(f"--validation {n_val} must be at least 0 and below the "
+                        f"{n_train} training images of {data.name}")
+    rng = np.random.default_rng([seed, 0, VALIDATION_STREAM])  # epoch 0 never occurs
+    val = np.sort(rng.permutation(n_train)[:n_val])  # (n_val,)
+    keep = np.ones(n_train, dtype=bool)
+    keep[val] = False
+    rest = Dataset(data.x_train[keep], data.y_train[keep], data.x_test, data.y_test,
+                   data.n_classes, data.image_shape, data.name)
+    return rest, data.x_train[val], data.y_train[val]
 
 
 LOADERS = {"mnist": load_mnist, "fashion-mnist": load_fashion_mnist,

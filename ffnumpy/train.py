@@ -24,7 +24,7 @@ from . import augment
 from .backend import BackendError, device_name, get_xp, synchronize, to_host
 from .checkpoint import CheckpointError, load_archive, save_archive, write_json
 from .config import Config, config_from_args
-from .data import DATA_CACHE, DataError, load_dataset, standardize
+from .data import DATA_CACHE, DataError, hold_out, load_dataset, standardize, standardize_images
 from .labels import sample_hard_negative_labels, sample_negative_labels
 from .model import FFNet
 from .saving import (
@@ -128,13 +128,20 @@ def run(cfg, run_dir, data, resume_state=None):
     """Train ``cfg`` on ``data`` in ``run_dir``; returns the metrics dict (module docstring)."""
     xp = get_xp(cfg.backend)
     input_stats = None
-    if cfg.standardize:
+    x_val = y_val = None
+    if cfg.validation:
+        data, x_val, y_val = hold_out(data, cfg.validation, cfg.seed)
+    if cfg.standardize:  # statistics of the images trained on, applied to every split
         data, input_stats = standardize(data)
+        if x_val is not None:
+            x_val = standardize_images(x_val, input_stats, data.image_shape)
     model = build_model(cfg, data.n_classes, data.image_shape, xp)
     x_train = xp.asarray(data.x_train, dtype=cfg.dtype)  # (N, D_img)
     y_train_dev = xp.asarray(data.y_train)
     x_test = xp.asarray(data.x_test, dtype=cfg.dtype)
     y_test = xp.asarray(data.y_test)
+    if x_val is not None:
+        x_val, y_val = xp.asarray(x_val, dtype=cfg.dtype), xp.asarray(y_val)  # (N_val, D_img)
     n_steps = math.ceil(data.x_train.shape[0] / cfg.batch_size)
     header = {"config": cfg.as_dict(), "n_classes": data.n_classes,
               "image_shape": list(data.image_shape), "standardization": input_stats}
@@ -209,6 +216,8 @@ def run(cfg, run_dir, data, resume_state=None):
             if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
                 t1 = time.perf_counter()
                 record.update(evaluate(model, x_test, y_test))
+                if x_val is not None:
+                    record["val_error"] = float((model.predict(x_val) != y_val).mean())
                 record["eval_seconds"] = time.perf_counter() - t1
             metrics["epochs"].append(record)
             print(epoch_line(record, cfg.epochs), flush=True)
@@ -236,6 +245,8 @@ def epoch_record(epoch, stats, train_seconds):
 def epoch_line(record, epochs):
     loss = " ".join(f"{v:.4f}" for v in record["loss"])
     err = f"test error {100 * record['test_error']:.2f}%" if "test_error" in record else ""
+    if "val_error" in record:
+        err += f"  validation error {100 * record['val_error']:.2f}%"
     return (f"epoch {record['epoch']:3d}/{epochs}  loss {loss}  {err}  "
             f"{record['train_seconds']:.1f}s train").rstrip()
 
@@ -276,6 +287,9 @@ def main(argv=None):
             resume_state = None
         get_xp(cfg.backend)  # fail on a missing GPU or missing data before making the folder
         data = load_dataset(cfg.dataset, cfg.data_dir)
+        if cfg.validation >= data.x_train.shape[0]:
+            raise RunError(f"--validation {cfg.validation} leaves no training images: "
+                           f"{cfg.dataset} has {data.x_train.shape[0]}; hold out fewer")
         run_dir.mkdir(parents=True, exist_ok=True)
         print("config: " + " ".join(f"{k}={v}" for k, v in cfg.as_dict().items()), flush=True)
         return run(cfg, run_dir, data, resume_state)

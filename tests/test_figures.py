@@ -1,0 +1,129 @@
+"""`python -m ffnumpy.figures` writes every figure the README shows, and the Figure 3 panel
+reads whatever runs a preset holds (seeds, two learning rates, runs cut short)."""
+import json
+import re
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pytest
+
+matplotlib.use("Agg")
+
+from ffnumpy import figures, losses  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_command_writes_every_png_that_docs_and_readme_use(tmp_path):
+    written = figures.main(["--out", str(tmp_path)])
+    names = {p.name for p in tmp_path.iterdir()}
+    assert names == {p.name for p in written} == {f"{n}.png" for n in figures.FIGURES}
+    assert names == {p.name for p in (ROOT / "docs").glob("*.png")}, \
+        "docs/ holds a PNG the command does not write, or lacks one it does"
+    readme = (ROOT / "README.md").read_text()
+    assert names == set(re.findall(r"docs/(\w+\.png)", readme))
+    assert all((tmp_path / n).stat().st_size > 10_000 for n in names)
+
+
+def test_only_writes_the_named_figure(tmp_path):
+    figures.main(["--only", "memory_by_depth", "--out", str(tmp_path)])
+    assert [p.name for p in tmp_path.iterdir()] == ["memory_by_depth.png"]
+
+
+def test_a_missing_metrics_file_is_one_clear_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        figures.main(["--only", "gradient_balance", "--results", str(tmp_path),
+                      "--out", str(tmp_path / "out")])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("gradient_balance: cannot draw it:") and "ff-2x500-e120.json" in err
+    assert "Traceback" not in err
+
+
+def test_figure1_fields_are_the_library_gradients():
+    g_pos, g_neg = np.meshgrid(np.linspace(0, 6, 7), np.linspace(0, 6, 7))
+    fields = figures.gradient_fields(g_pos, g_neg, theta=2.0, alpha=4.0)
+    dp, dn = losses.ff_loss_grad(g_pos.ravel(), g_neg.ravel(), theta=2.0, reduction="none")
+    assert np.array_equal(fields["ff"][0].ravel(), dp)
+    assert np.array_equal(fields["ff"][1].ravel(), dn)
+    sb_dp, sb_dn = fields["symba"]
+    assert np.array_equal(sb_dn, -sb_dp)  # one direction everywhere: what the figure shows
+
+
+def _run(folder, algo, lr, errors, planned, width=1000, seed=0, val=False, labels=None):
+    cfg = {"dataset": "cifar10", "algo": algo, "layers": 3, "width": width, "lr": lr,
+           "labels": labels or {"ff": "overlay", "symba": "icp"}.get(algo, "icp"),
+           "epochs": planned, "batch_size": 4096, "optimizer": "adam", "seed": seed}
+    epochs = [{"epoch": i + 1, "test_error": e, **({"val_error": e + 0.01} if val else {})}
+              for i, e in enumerate(errors)]
+    path = folder / f"{algo}-{labels}-3x{width}-lr{lr}-s{seed}-e{planned}.json"
+    path.write_text(json.dumps({"config": cfg, "device": "test", "epochs": epochs,
+                                "final_test_error": errors[-1]}))
+
+
+@pytest.fixture
+def results(tmp_path):
+    """A results folder: the committed MNIST seeds, and CIFAR-10 runs cut short at 3 of
+    120 epochs with both learning rates, two seeds, a val_error key, a wider run and a
+    SymBa run with overlay labels."""
+    (tmp_path / "seeds").symlink_to(ROOT / "data_cache" / "results" / "seeds")
+    table2 = tmp_path / "table2"
+    table2.mkdir()
+    _run(table2, "symba", 0.01, [0.8, 0.7, 0.6], 120)
+    _run(table2, "symba", 0.01, [0.8, 0.72, 0.62], 120, seed=1, val=True)
+    _run(table2, "symba", 0.001, [0.85, 0.8, 0.75], 120)
+    _run(table2, "ff", 0.001, [0.9, 0.88, 0.86], 120)
+    _run(table2, "ff", 0.01, [0.9, 0.9, 0.9], 120, val=True)
+    _run(table2, "bp", 0.01, [0.7, 0.6, 0.55], 120, width=3072)  # another width: left out
+    _run(table2, "symba", 0.01, [0.2, 0.1, 0.1], 120, labels="overlay")  # not the pairing
+    return tmp_path
+
+
+def test_figure3_takes_the_runs_a_preset_holds(results):
+    fig = figures.plot_figure3(results=results)
+    cifar = fig.axes[1]
+    assert "3 x 1000" in cifar.get_title() and "after 3 of 120 epochs" in cifar.get_title()
+    assert "final" not in cifar.get_title().lower()
+    labels = [t.get_text() for t in cifar.get_legend().get_texts()]
+    assert any(t.startswith("SymBa, lr 0.01 (better of 0.001, 0.01") and "2 seeds" in t
+               for t in labels)
+    assert any(t.startswith("FF, lr 0.001 (better of") for t in labels)
+    assert not any(t.startswith("BP") for t in labels)
+    mnist_labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert sum("3 seeds" in t for t in mnist_labels) == 3
+    assert "120 epochs" in fig.axes[0].get_title()
+
+
+def test_figure3_counts_epochs_trained_not_only_those_evaluated(tmp_path):
+    table2 = tmp_path / "table2"
+    table2.mkdir()
+    _run(table2, "symba", 0.001, [0.8, 0.7, 0.6, 0.5], 120)
+    m = json.loads(next(table2.glob("*.json")).read_text())
+    m["config"]["eval_every"] = 2
+    for record in m["epochs"][::2]:  # epochs 1 and 3 were not evaluated
+        del record["test_error"]
+    next(table2.glob("*.json")).write_text(json.dumps(m))
+    title = figures.plot_figure3(results=tmp_path).axes[1].get_title()
+    assert "after 4 of 120 epochs" in title and "test error every 2 epochs" in title
+
+
+def test_best_rate_is_chosen_by_the_last_epochs():
+    def run(errors):
+        return {"epochs": [{"epoch": i + 1, "test_error": e} for i, e in enumerate(errors)]}
+    # lr 0.01 starts worse but ends better
+    by_lr = {0.001: [run([0.3] + [0.2] * 10)], 0.01: [run([0.9] + [0.1] * 10)]}
+    assert figures.best_rate(by_lr) == 0.01
+
+
+def test_memory_figure_reads_the_committed_benchmark():
+    memory = figures.read_memory()
+    depths, symba = memory["symba"]
+    assert depths == list(range(2, 9)) and len(set(symba)) == 1  # flat with depth
+    assert np.all(np.diff(memory["bp"][1]) > 0)                   # grows with depth
+
+
+def test_labels_figure_says_so_when_cifar10_is_missing(tmp_path, monkeypatch):
+    monkeypatch.setattr(figures, "SHARED_DATASETS", tmp_path / "none")
+    fig = figures.plot_labels_overlay_vs_icp(data_dir=tmp_path / "empty")
+    assert "CIFAR-10 not found" in fig._suptitle.get_text()
