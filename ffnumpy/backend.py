@@ -216,3 +216,41 @@ def run_blocks(xp, fn, blocks):
     runs = [blocks[len(blocks) * i // n:len(blocks) * (i + 1) // n] for i in range(n)]
     for _ in _POOL.map(lambda run: [fn(block) for block in run], runs):  # re-raises
         pass
+
+
+# --- memory ---
+
+CGROUP_MEMORY = "/sys/fs/cgroup"  # cgroup v2: memory.max and memory.current of this process
+
+
+def _host_available():
+    """Bytes of host memory a new allocation can get: MemAvailable from /proc/meminfo,
+    capped by the cgroup's limit less its usage; None where neither can be read."""
+    figures = []
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    figures.append(int(line.split()[1]) * 1024)  # the file counts kB
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        with open(os.path.join(CGROUP_MEMORY, "memory.max")) as f:
+            limit = f.read().strip()
+        if limit != "max":
+            with open(os.path.join(CGROUP_MEMORY, "memory.current")) as f:
+                figures.append(int(limit) - int(f.read()))
+    except (OSError, ValueError):
+        pass
+    return min(figures) if figures else None
+
+
+def available_memory(xp: ModuleType):
+    """Bytes that can still be allocated where ``xp`` computes, and where that figure comes
+    from: host memory for NumPy, free device memory (plus CuPy's pooled free blocks) for
+    CuPy. The bytes are None where the system does not say."""
+    if xp is np:
+        return _host_available(), "host memory available (MemAvailable)"
+    free, _ = xp.cuda.runtime.memGetInfo()
+    pooled = xp.get_default_memory_pool().free_bytes()
+    return free + pooled, f"free memory on the GPU ({device_name(xp)})"

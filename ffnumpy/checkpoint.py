@@ -6,10 +6,19 @@ fsynced, so a reader sees either the old complete file or the new complete file,
 never a partial one. A checkpoint is one ``.npz`` archive: arrays under their names
 plus a JSON header (format version, configuration, epoch, metrics, RNG state) in
 the entry ``__meta__``. Nothing in it is pickled, so loading never runs code.
+
+A SIGINT or SIGTERM that arrives during a write is held until the file is in place
+(:func:`signals_held`), so a second Ctrl-C never leaves a half-written checkpoint.
+Files get the mode a plain ``open`` would give (0o666 less the umask), not
+``mkstemp``'s 0o600. A failed write raises the ``OSError`` with ``filename`` set to
+the target, and leaves the previous file and no temporary behind.
 """
+import contextlib
 import json
 import os
+import signal
 import tempfile
+import threading
 import zipfile
 from pathlib import Path
 
@@ -32,21 +41,72 @@ def fsync_dir(folder):
         os.close(fd)
 
 
-def atomic_write(path, write):
-    """Call ``write(file_object)`` on a temporary file, then move it to ``path`` atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def file_mode():
+    """The mode ``open`` gives a new file: 0o666 less the process's umask."""
+    umask = os.umask(0)  # the only way to read it: set and restore at once
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+@contextlib.contextmanager
+def signals_held():
+    """Hold SIGINT and SIGTERM until the block ends, then deliver any that arrived.
+
+    Python runs signal handlers in the main thread, so handlers that only record the
+    signal are swapped in for the block (blocking the signal in one thread would not
+    stop the kernel from handing it to another). Outside the main thread: no effect.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    arrived = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: arrived.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for sig in dict.fromkeys(arrived):  # each kind once, in order of arrival
+            signal.raise_signal(sig)
+
+
+def atomic_write(path, write):
+    """Call ``write(file_object)`` on a temporary file, then move it to ``path`` atomically.
+
+    Raises
+    ------
+    OSError
+        From the file system (disk full, read-only, not a folder), with ``filename``
+        naming ``path`` when the error did not name a file; ``path`` is then unchanged.
+    """
+    path = Path(path)
+    with signals_held():
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        except OSError as exc:
+            exc.filename = exc.filename or str(path)
+            raise
+        try:
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+                f.flush()
+                os.fchmod(f.fileno(), file_mode())
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+            fsync_dir(path.parent)
+        except BaseException as exc:
+            Path(tmp).unlink(missing_ok=True)
+            if isinstance(exc, OSError) and not exc.filename:
+                exc.filename = str(path)
+            raise
+
+
+def describe_os_error(exc):
+    """One line for a file-system error: the path and the cause, e.g.
+    "cannot write run/metrics.json: No space left on device"."""
+    return f"cannot write {exc.filename or 'a file'}: {exc.strerror or exc}"
 
 
 def write_json(path, obj):
@@ -92,6 +152,9 @@ def load_archive(path):
         meta = json.loads(str(arrays.pop(META_KEY)))
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{path}: damaged header ({exc})") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: damaged header (a JSON {type(meta).__name__}, "
+                              "not an object); use an earlier checkpoint or retrain")
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an ffnumpy checkpoint (format {meta.get('format')!r})")
     if meta.get("version") != FORMAT_VERSION:

@@ -87,6 +87,13 @@ CHOICES = {"dataset": DATASETS, "algo": ALGOS, "labels": LABEL_KINDS, "optimizer
            "lr_decay": LR_DECAYS, "negatives": NEGATIVES}
 
 HELP = {
+    "epochs": "passes over the training set",
+    "batch_size": "images per minibatch (the last, partial batch of an epoch is kept)",
+    "optimizer": "adam (Kingma & Ba, Algorithm 1) or sgd (plain gradient descent)",
+    "seed": "seed of the weights, the ICP patterns and every epoch's shuffle and negative "
+            "labels (an integer >= 0)",
+    "backend": "numpy (CPU) or cupy (NVIDIA GPU; needs CuPy)",
+    "dtype": "floating-point type of the weights, activities and Adam state",
     "algo": "symba: SymBa loss (Eqs. 10-11); ff: FF loss (Eqs. 2-3); bp: backprop MLP baseline",
     "labels": "how FF/SymBa put the label into the input: icp (class pattern channel) or "
               "overlay (one-hot in the first C pixels)",
@@ -119,17 +126,34 @@ HELP = {
     "checkpoint_seconds": "at least this many seconds between checkpoints (0: every "
                           "--checkpoint-every epochs); a kill -9 loses at most the longer of "
                           "--checkpoint-every epochs and this long plus one epoch",
-    "data_dir": "folder holding the datasets (default data_cache/ or $FFNUMPY_DATA_DIR)",
-    "out": "run folder (default data_cache/runs/<generated name>)",
+    "data_dir": "folder holding the datasets (default: data_cache/ or $FFNUMPY_DATA_DIR)",
+    "out": "run folder (default: data_cache/runs/<dataset>-<algo>-<L>x<W>-s<seed>-<time>)",
 }
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: ...)" to each option's help unless the help already says it."""
+
+    def _get_help_string(self, action):
+        if "(default:" in (action.help or "") or action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argparse parser whose errors are one line on stderr (exit code 2), without the
+    usage block: "PROG: error: what was wrong; see --help"."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}; see --help\n")
 
 
 def build_parser(prog="python -m ffnumpy.train"):
     """argparse parser whose flags, types, choices and defaults come from :class:`Config`."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog=prog, description="Train SymBa, FF or a backprop baseline with hand-derived "
         "gradients in NumPy/CuPy. Defaults are the paper's SymBa MNIST setting.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     defaults = Config()
     for field in dataclasses.fields(Config):
         default = getattr(defaults, field.name)
@@ -138,7 +162,7 @@ def build_parser(prog="python -m ffnumpy.train"):
                                 help="dataset to train on")
             continue
         flag = "--" + field.name.replace("_", "-")
-        kwargs = {"default": default, "help": HELP.get(field.name, field.name.replace("_", " "))}
+        kwargs = {"default": default, "help": HELP[field.name]}
         if isinstance(default, bool) or field.name == "augment":
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
@@ -165,6 +189,8 @@ def validate(cfg):
     if not (math.isfinite(cfg.checkpoint_seconds) and cfg.checkpoint_seconds >= 0):
         raise ConfigError(f"--checkpoint-seconds must be a number of seconds >= 0, "
                           f"got {cfg.checkpoint_seconds}")
+    if cfg.seed < 0:
+        raise ConfigError(f"--seed must be an integer >= 0, got {cfg.seed}")
     if not math.isfinite(cfg.theta):
         raise ConfigError(f"--theta must be a finite number, got {cfg.theta}")
     if not (0.0 < cfg.icp_rate <= 1.0):
@@ -174,6 +200,52 @@ def validate(cfg):
             raise ConfigError(f"--{name} must be one of {', '.join(allowed)}, "
                               f"got {getattr(cfg, name)!r}")
     return cfg
+
+
+def _type_ok(value, default):
+    """Whether a saved ``value`` has the type of the field whose default is ``default``."""
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, str):
+        return isinstance(value, str)
+    return True
+
+
+def config_from_saved(values):
+    """A validated :class:`Config` from a configuration read back from a file.
+
+    The same rules as the command line (:func:`validate`), plus types: a value must
+    have its field's type (``augment``, ``data_dir`` and ``out`` may be null). Keys this
+    version does not know are ignored; a missing key takes its default, so files
+    written before a setting existed still load.
+
+    Raises
+    ------
+    ConfigError
+        Naming the first key with a wrong type or an impossible value.
+    """
+    if not isinstance(values, dict):
+        raise ConfigError(f"the configuration is a {type(values).__name__}, not a mapping")
+    defaults = Config()
+    optional = {"augment": bool, "data_dir": str, "out": str}
+    for field in dataclasses.fields(Config):
+        if field.name not in values:
+            continue
+        value = values[field.name]
+        if field.name in optional:
+            ok = value is None or isinstance(value, optional[field.name])
+        else:
+            ok = _type_ok(value, getattr(defaults, field.name))
+        if not ok:
+            expected = (f"{optional[field.name].__name__} or null" if field.name in optional
+                        else type(getattr(defaults, field.name)).__name__)
+            raise ConfigError(f"{field.name} is {value!r} ({type(value).__name__}), "
+                              f"expected a {expected}")
+    return validate(Config.from_dict(values))
 
 
 def config_from_args(argv=None):

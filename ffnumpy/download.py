@@ -13,6 +13,7 @@
 
 Set ``FFNUMPY_OFFLINE=1`` to forbid downloads; a missing file is then one clear error.
 """
+import contextlib
 import hashlib
 import io
 import os
@@ -41,6 +42,28 @@ class DownloadError(OSError):
 
 class UnsafeFileError(ValueError):
     """A file tried to do something a data file must not (leave its folder, run code)."""
+
+
+# --- folders ---
+
+@contextlib.contextmanager
+def made_folder(folder):
+    """Create ``folder`` (and missing parents) for the block; if the block fails, remove
+    the folders it created that are still empty, so a failure leaves nothing behind."""
+    folder = Path(folder)
+    missing = []
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        missing.append(probe)
+        probe = probe.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        yield folder
+    except BaseException:
+        for made in missing:  # innermost first
+            with contextlib.suppress(OSError):
+                made.rmdir()  # only succeeds when empty
+        raise
 
 
 # --- downloads ---
@@ -80,26 +103,26 @@ def fetch(urls, dest, md5, progress=True):
         raise DownloadError(f"{dest.name} is missing and downloads are off ({OFFLINE_ENV} is "
                             f"set); put the file at {dest} (or point --data-dir at a folder "
                             "holding it)")
-    dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
     failures = []
-    for url in urls:
-        try:
-            _stream(url, tmp, progress)
-            got = md5_of(tmp)
-            if got != md5:
-                raise DownloadError(f"checksum mismatch (MD5 {got}, published {md5}); the "
-                                    "partial file was deleted")
-            os.replace(tmp, dest)
-            fsync_dir(dest.parent)
-            return dest
-        except (OSError, urllib.error.URLError, ValueError) as exc:
-            failures.append(f"{url}: {getattr(exc, 'reason', None) or exc}")
-        finally:
-            tmp.unlink(missing_ok=True)
-    tried = "; ".join(failures)
-    raise DownloadError(f"could not download {dest.name} ({tried}). Without network, copy "
-                        f"the file to {dest} (or point --data-dir at a folder holding it)")
+    with made_folder(dest.parent):
+        for url in urls:
+            try:
+                _stream(url, tmp, progress)
+                got = md5_of(tmp)
+                if got != md5:
+                    raise DownloadError(f"checksum mismatch (MD5 {got}, published {md5}); the "
+                                        "partial file was deleted")
+                os.replace(tmp, dest)
+                fsync_dir(dest.parent)
+                return dest
+            except (OSError, urllib.error.URLError, ValueError) as exc:
+                failures.append(f"{url}: {getattr(exc, 'reason', None) or exc}")
+            finally:
+                tmp.unlink(missing_ok=True)
+        tried = "; ".join(failures)
+        raise DownloadError(f"could not download {dest.name} ({tried}). Without network, copy "
+                            f"the file to {dest} (or point --data-dir at a folder holding it)")
 
 
 def _stream(url, tmp, progress):
@@ -134,8 +157,11 @@ def extract_tar(archive, target, top):
     :class:`UnsafeFileError` and nothing is left behind. The archive unpacks into a
     temporary folder that is renamed to ``target/top`` at the end.
     """
-    target = Path(target)
-    target.mkdir(parents=True, exist_ok=True)
+    with made_folder(target):
+        return _extract_into(archive, Path(target), top)
+
+
+def _extract_into(archive, target, top):
     staging = target / f".extract-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()

@@ -23,6 +23,7 @@ over row blocks (:func:`ffnumpy.backend.run_blocks`: threads with NumPy); the re
 not depend on the blocking (tests/test_backend.py).
 """
 from .backend import Workspace, row_blocks, run_blocks, take_rows
+from .data import standardize_images
 from .layers import NORM_EPS, init_linear, norm_scale
 from .losses import LOSSES, goodness, goodness_backward_factor
 from .optim import make_optimizer
@@ -66,6 +67,7 @@ class FFNet:
         self.algo, self.goodness_kind, self.norm = algo, goodness_kind, norm
         self.loss_params = {"theta": theta} if algo == "ff" else {"alpha": alpha}
         self.skip_first_layer = skip_first_layer
+        self.input_stats = None  # per-channel mean/std that predict applies (load_model sets it)
         self.workspace = Workspace(xp, dtype)  # per-step arrays, reused (see Workspace)
         self.set_encoder(encoder)
         d_ins = [encoder.d_in] + list(widths[:-1])
@@ -352,6 +354,13 @@ class FFNet:
         return per_layer[first:].sum(axis=0)  # (N, C)
 
     def predict(self, x):
-        """Label with the highest summed goodness, argmax_y G(x, y) (paper Sec. 3.3). Shape (N,)."""
+        """Label with the highest summed goodness, argmax_y G(x, y) (paper Sec. 3.3). Shape (N,).
+
+        ``x`` holds raw images (N, D_img) in [0, 1]; a model trained with ``--standardize``
+        and loaded by :func:`ffnumpy.saving.load_model` standardises them first with its
+        saved statistics (``input_stats``).
+        """
+        if self.input_stats is not None:
+            x = standardize_images(x, self.input_stats)
         return self.goodness_per_label(x).argmax(axis=1)
 

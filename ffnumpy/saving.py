@@ -11,7 +11,7 @@ import numpy as np
 from .backend import get_xp, to_host
 from .bp import BPNet
 from .checkpoint import CheckpointError, load_archive, save_archive
-from .config import Config
+from .config import ConfigError, config_from_saved
 from .labels import LabelEncoder, make_encoder
 from .model import FFNet
 
@@ -82,6 +82,80 @@ def save_model(path, model, cfg, extra=None):
                                              **(extra or {})})
 
 
+def _is_int(value, low):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _is_number_list(value, length):
+    return (isinstance(value, list) and len(value) == length
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value))
+
+
+def config_of(meta, source):
+    """The configuration saved in a model or checkpoint header, checked like the command line.
+
+    Checks the header's configuration (:func:`ffnumpy.config.config_from_saved`), the
+    dataset shape (``n_classes``, ``image_shape``), the standardisation statistics and,
+    for a checkpoint, the position (``next_epoch``, ``next_step``) and the metrics.
+    Whether ``next_step`` lies inside an epoch needs the dataset's size:
+    :func:`check_position`.
+
+    Raises
+    ------
+    CheckpointError
+        One line naming ``source``, the bad entry and what to do.
+    """
+    def bad(what):
+        return CheckpointError(f"{source}: {what}; the file was damaged or edited, use an "
+                               "earlier checkpoint or retrain")
+
+    if "config" not in meta:
+        raise bad("the header has no 'config' entry")
+    try:
+        cfg = config_from_saved(meta["config"])
+    except ConfigError as exc:
+        raise bad(f"saved configuration: {exc}") from None
+    n_classes, shape = meta.get("n_classes"), meta.get("image_shape")
+    if not _is_int(n_classes, 2):
+        raise bad(f"n_classes is {n_classes!r}, expected an integer >= 2")
+    if not (isinstance(shape, list) and len(shape) == 3 and all(_is_int(v, 1) for v in shape)):
+        raise bad(f"image_shape is {shape!r}, expected [channels, height, width]")
+    stats = meta.get("standardization")
+    if stats is not None and not (isinstance(stats, dict)
+                                  and _is_number_list(stats.get("mean"), shape[0])
+                                  and _is_number_list(stats.get("std"), shape[0])
+                                  and all(v > 0 for v in stats["std"])):
+        raise bad(f"standardization is {stats!r}, expected null or mean and std lists of "
+                  f"{shape[0]} numbers (std > 0)")
+    if meta.get("kind") == "checkpoint":
+        for key, low in (("next_epoch", 1), ("next_step", 0)):
+            if not _is_int(meta.get(key), low):
+                raise bad(f"{key} is {meta.get(key)!r}, expected an integer >= {low}")
+        seconds = meta.get("epoch_seconds_so_far", 0.0)
+        if not (isinstance(seconds, (int, float)) and not isinstance(seconds, bool)
+                and seconds >= 0):
+            raise bad(f"epoch_seconds_so_far is {seconds!r}, expected a number >= 0")
+        metrics = meta.get("metrics")
+        if not (isinstance(metrics, dict) and isinstance(metrics.get("epochs"), list)):
+            raise bad("metrics is missing or has no list of epochs")
+    return cfg
+
+
+def check_position(meta, arrays, n_steps, source):
+    """Raise :class:`CheckpointError` unless a checkpoint's ``next_step`` lies in an epoch of
+    ``n_steps`` steps (``n_steps`` itself: stopped after the epoch's last step) and a
+    mid-epoch checkpoint holds the epoch's statistics so far."""
+    step = meta["next_step"]
+    if step > n_steps:
+        raise CheckpointError(f"{source}: next_step is {step}, past the end of an epoch of "
+                              f"{n_steps} steps; the file was damaged or edited, use an earlier "
+                              "checkpoint or retrain")
+    if step > 0 and "stats_sum" not in arrays:
+        raise CheckpointError(f"{source}: stopped at step {step} but the entry 'stats_sum' is "
+                              "missing; the file is incomplete, use an earlier checkpoint or "
+                              "retrain")
+
+
 def load_model(path, backend=None):
     """Load a saved model (a ``model.npz``, a checkpoint, or a run folder holding one).
 
@@ -95,8 +169,16 @@ def load_model(path, backend=None):
     Returns
     -------
     model : FFNet or BPNet
+        Its ``predict`` takes raw images: a ``--standardize`` run's statistics are saved
+        with the model and applied by ``predict`` itself.
     cfg : Config
     meta : dict
+        The file's header; ``meta["source"]`` is the file read.
+
+    Raises
+    ------
+    CheckpointError
+        If no file is found, or it is damaged, or its header fails :func:`config_of`.
     """
     path = Path(path)
     if path.is_dir():
@@ -107,12 +189,12 @@ def load_model(path, backend=None):
                                   "is it a run folder?")
         path = found[0]
     arrays, meta = load_archive(path)
-    cfg = Config.from_dict(meta["config"])
+    cfg = config_of(meta, path)
     if backend is not None:
         cfg = cfg.replace(backend=backend)
     xp = get_xp(cfg.backend)
     shape = tuple(meta["image_shape"])
-    model = build_model(cfg, int(meta["n_classes"]), shape, xp)
+    model = build_model(cfg, meta["n_classes"], shape, xp)
     if isinstance(model, FFNet):
         codes = arrays.get("codes")
         if codes is None or codes.shape != model.encoder.codes.shape:
@@ -121,4 +203,5 @@ def load_model(path, backend=None):
                                                   model.encoder.d_image))
     restore_arrays(model, arrays, with_optimizer=meta.get("kind") == "checkpoint",
                    source=str(path))
-    return model, cfg, meta
+    model.input_stats = meta.get("standardization")  # predict standardises raw images itself
+    return model, cfg, {**meta, "source": str(path)}

@@ -9,10 +9,22 @@ backend, ends with exactly the weights and metrics of an uninterrupted run.
 Randomness: weights and ICP patterns come from ``seed``; epoch e's shuffle and
 negative labels come from a generator seeded with ``(seed, e)``, all drawn at the
 start of the epoch, so the position (epoch, step) is the whole random state.
+
+A run folder belongs to one process for its whole life: an exclusive ``flock`` on
+its ``.lock`` file (released by the kernel however the process ends) is taken
+before anything in the folder is written or cleaned. Every error is one line on
+stderr with an exit code (EXIT_* below, listed in the README).
 """
+import contextlib
+import dataclasses
+import errno
+import fcntl
 import math
+import os
+import shlex
 import signal
 import sys
+import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
@@ -22,24 +34,36 @@ from tqdm import tqdm
 
 from . import augment
 from .backend import BackendError, device_name, get_xp, synchronize, to_host
-from .checkpoint import CheckpointError, load_archive, save_archive, write_json
+from .checkpoint import (
+    CheckpointError,
+    describe_os_error,
+    load_archive,
+    save_archive,
+    write_json,
+)
 from .config import Config, config_from_args
 from .data import DATA_CACHE, DataError, hold_out, load_dataset, standardize, standardize_images
 from .labels import sample_hard_negative_labels, sample_negative_labels
+from .memory import MemoryRefusal, check_memory
 from .model import FFNet
 from .saving import (
     CHECKPOINT_FILE,
     MODEL_FILE,
     build_model,
+    check_position,
+    config_of,
     model_arrays,
     restore_arrays,
     save_model,
 )
 
 PROG = "python -m ffnumpy.train"
-EXIT_USAGE = 2  # bad flags, data or folder: nothing was written
+EXIT_USAGE = 2  # bad flags, data, memory or folder (or the folder is in use): nothing written
 EXIT_DIVERGED = 3  # NaN guard tripped
+EXIT_IO = 4  # a file could not be written (disk full, read-only, not a folder)
+EXIT_INTERRUPTED = 128 + signal.SIGINT  # a second Ctrl-C, or one before training started
 RUN_MARKERS = ("config.json", CHECKPOINT_FILE, MODEL_FILE, "metrics.json")
+LOCK_FILE = ".lock"  # flock'ed by the process that owns the run folder; holds its PID
 
 
 class RunError(RuntimeError):
@@ -48,6 +72,36 @@ class RunError(RuntimeError):
     def __init__(self, message, code=EXIT_USAGE):
         super().__init__(message)
         self.code = code
+
+
+class Diverged(RunError):
+    """The NaN guard tripped; :func:`main` adds what exists and what to run."""
+
+    def __init__(self, message):
+        super().__init__(message, code=EXIT_DIVERGED)
+
+
+# --- printed commands ---
+
+def command(*args):
+    """A shell command line running ffnumpy.train with the interpreter in use."""
+    return shlex.join([sys.executable, "-m", "ffnumpy.train", *map(str, args)])
+
+
+def train_command(cfg, run_dir, *extra):
+    """The command that trains ``cfg`` into ``run_dir``: the flags that differ from the
+    defaults, then ``extra``."""
+    defaults, args = Config(), [cfg.dataset]
+    for field in dataclasses.fields(Config):
+        value = getattr(cfg, field.name)
+        if field.name in ("dataset", "out") or value == getattr(defaults, field.name):
+            continue
+        flag = field.name.replace("_", "-")
+        if isinstance(value, bool):
+            args.append(f"--{flag}" if value else f"--no-{flag}")
+        else:
+            args += [f"--{flag}", value]
+    return command(*args, "--out", run_dir, *extra)
 
 
 # --- run folder ---
@@ -66,6 +120,49 @@ def check_run_dir(run_dir, overwrite):
                        f"--out, continue it with --resume {run_dir}, or pass --overwrite")
     if run_dir.exists() and not run_dir.is_dir():
         raise RunError(f"--out {run_dir} exists and is not a folder")
+
+
+@contextlib.contextmanager
+def run_folder_lock(run_dir):
+    """Own ``run_dir`` for the block: an exclusive flock on its lock file, which then
+    holds this process's PID. The kernel releases the lock however the process ends.
+
+    Raises
+    ------
+    RunError
+        If another process holds the lock (the message names its PID).
+    OSError
+        If the lock file cannot be created (read-only, not a folder).
+    """
+    path = run_dir / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        exc.filename = exc.filename or str(path)
+        raise
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise RunError(f"{run_dir} is in use by process {holder}, which is training in it; "
+                           f"wait for it to end (or stop it: kill {holder}), or choose another "
+                           "--out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def check_writable(run_dir):
+    """Raise OSError now, before any training, if files cannot be created in ``run_dir``."""
+    try:
+        with tempfile.TemporaryFile(dir=run_dir):
+            pass
+    except OSError as exc:
+        exc.filename = exc.filename or str(run_dir)
+        raise
 
 
 # --- one epoch ---
@@ -148,7 +245,7 @@ def run(cfg, run_dir, data, resume_state=None):
     if cfg.standardize:  # statistics of the images trained on, applied to every split
         data, input_stats = standardize(data)
         if x_val is not None:
-            x_val = standardize_images(x_val, input_stats, data.image_shape)
+            x_val = standardize_images(x_val, input_stats)
     model = build_model(cfg, data.n_classes, data.image_shape, xp)
     x_train = xp.asarray(data.x_train, dtype=cfg.dtype)  # (N, D_img)
     y_train_dev = xp.asarray(data.y_train)
@@ -222,14 +319,14 @@ def run(cfg, run_dir, data, resume_state=None):
                     bar.close()
                     name = signal.Signals(stop.signum).name
                     print(f"\n{name} received: stopped at epoch {epoch}, step {s + 1}/{n_steps}; "
-                          f"checkpoint written. Resume with: {PROG} --resume {run_dir}",
+                          f"checkpoint written. Resume with: {command('--resume', run_dir)}",
                           flush=True)
                     raise SystemExit(128 + stop.signum)
             bar.close()
             synchronize(xp)
             train_seconds = seconds_so_far + time.perf_counter() - t0
             record = epoch_record(epoch, to_host(stats_sum) / n_steps, train_seconds)
-            _check_finite(model, record, epoch, run_dir)
+            _check_finite(model, record, epoch)
             if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
                 t1 = time.perf_counter()
                 record.update(evaluate(model, x_test, y_test))
@@ -273,17 +370,67 @@ def epoch_line(record, epochs):
             f"{record['train_seconds']:.1f}s train").rstrip()
 
 
-def _check_finite(model, record, epoch, run_dir):
+def _check_finite(model, record, epoch):
     """NaN guard: stop with a clear message if any loss or weight is not finite."""
     xp = model.xp
     for l in range(model.n_layers):
         finite = (math.isfinite(record["loss"][min(l, len(record["loss"]) - 1)])
                   and bool(xp.isfinite(model.W[l]).all()) and bool(xp.isfinite(model.b[l]).all()))
         if not finite:
-            raise RunError(
-                f"non-finite loss or weights in layer {l + 1} at epoch {epoch}; training "
-                f"stopped, the last good checkpoint in {run_dir} is intact. Try a smaller "
-                "--lr, a larger --icp-rate, or --dtype float64", code=EXIT_DIVERGED)
+            raise Diverged(f"non-finite loss or weights in layer {l + 1} at epoch {epoch}; "
+                           "training stopped")
+
+
+# --- what a stopped run leaves ---
+
+def checkpoint_position(run_dir):
+    """"after epoch 3 of 120" (or "epoch 4 of 120, step 7") for the run's checkpoint, or
+    None when it has none that can be read."""
+    try:
+        _, meta = load_archive(run_dir / CHECKPOINT_FILE)
+        epoch, step = meta["next_epoch"], meta["next_step"]
+        epochs = meta["config"]["epochs"]
+    except (CheckpointError, KeyError, TypeError):
+        return None
+    return f"after epoch {epoch - 1} of {epochs}" if step == 0 else \
+        f"epoch {epoch} of {epochs}, step {step}"
+
+
+OS_FIXES = {  # errno -> what to do before running again
+    errno.ENOSPC: "free some space",
+    errno.EDQUOT: "free some space",
+    errno.EROFS: "make the folder writable or choose another --out",
+    errno.EACCES: "make the folder writable or choose another --out",
+    errno.EPERM: "make the folder writable or choose another --out",
+    errno.ENOTDIR: "--out names a path under a file; choose another",
+    errno.EEXIST: "--out names a path under a file; choose another",
+}
+
+
+def what_remains(run_dir, cfg, fix=""):
+    """What a run stopped by an error leaves, and what to run (after ``fix``, e.g.
+    "free some space")."""
+    then = f"{fix}, then " if fix else ""
+    if run_dir is None or not run_dir.is_dir():
+        return f"nothing was written; {fix}" if fix else "nothing was written"
+    position = checkpoint_position(run_dir)
+    if position is None:
+        return (f"no checkpoint was written in {run_dir}; {then}start again with: "
+                f"{train_command(cfg, run_dir, '--overwrite')}")
+    return (f"the last checkpoint in {run_dir} ({position}) is intact; {then}continue with: "
+            f"{command('--resume', run_dir)}")
+
+
+def divergence_advice(run_dir, cfg):
+    """What exists after a divergence, and a command that starts again with a smaller --lr."""
+    retry = train_command(cfg.replace(lr=cfg.lr / 10), run_dir, "--overwrite")
+    position = checkpoint_position(run_dir)
+    if position is None:
+        return (f"no checkpoint exists yet (the run diverged before its first), so there is "
+                f"nothing to resume; start again with a smaller --lr: {retry}")
+    return (f"the last good checkpoint in {run_dir} ({position}) is intact, but resuming "
+            f"repeats the same steps; start again with a smaller --lr: {retry} (or try a "
+            "larger --icp-rate, or --dtype float64)")
 
 
 # --- entry point ---
@@ -291,33 +438,81 @@ def _check_finite(model, record, epoch, run_dir):
 def main(argv=None):
     """CLI entry point; returns the metrics dict (tests call it in-process)."""
     cfg, control = config_from_args(argv)
+    run_dir, created, locked = None, False, False
     try:
-        if control["resume"]:
-            run_dir = Path(control["resume"])
-            arrays, meta = load_archive(run_dir / CHECKPOINT_FILE)
-            cfg = Config.from_dict(meta["config"])
-            if meta["next_epoch"] > cfg.epochs:
-                print(f"{run_dir}: the run is already complete ({cfg.epochs} epochs)")
-                return meta["metrics"]
-            print(f"resuming {run_dir} at epoch {meta['next_epoch']}, step {meta['next_step']}")
-            for stale in run_dir.glob(".*.tmp"):  # left by a write that a kill cut short
-                stale.unlink()
-            resume_state = (arrays, meta)
-        else:
-            run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
-            check_run_dir(run_dir, control["overwrite"])
-            resume_state = None
-        get_xp(cfg.backend)  # fail on a missing GPU or missing data before making the folder
-        data = load_dataset(cfg.dataset, cfg.data_dir)
-        if cfg.validation >= data.x_train.shape[0]:
-            raise RunError(f"--validation {cfg.validation} leaves no training images: "
-                           f"{cfg.dataset} has {data.x_train.shape[0]}; hold out fewer")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        print("config: " + " ".join(f"{k}={v}" for k, v in cfg.as_dict().items()), flush=True)
-        return run(cfg, run_dir, data, resume_state)
-    except (BackendError, DataError, CheckpointError, RunError) as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        raise SystemExit(getattr(exc, "code", EXIT_USAGE)) from None
+        with contextlib.ExitStack() as owned:
+            if control["resume"]:
+                run_dir = Path(control["resume"])
+                if not run_dir.is_dir():
+                    raise RunError(f"--resume {run_dir}: no such run folder")
+                owned.enter_context(run_folder_lock(run_dir))  # before reading or cleaning
+                for stale in run_dir.glob(".*.tmp"):  # left by a write that a kill cut short
+                    stale.unlink()
+                source = run_dir / CHECKPOINT_FILE
+                arrays, meta = load_archive(source)
+                cfg = config_of(meta, source)
+                if meta["next_epoch"] > cfg.epochs:
+                    print(f"{run_dir}: the run is already complete ({cfg.epochs} epochs)")
+                    return meta["metrics"]
+                print(f"resuming {run_dir} at epoch {meta['next_epoch']}, "
+                      f"step {meta['next_step']}")
+                resume_state = (arrays, meta)
+            else:
+                run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
+                check_run_dir(run_dir, control["overwrite"])  # early: before the data load
+                resume_state = None
+            xp = get_xp(cfg.backend)  # a missing GPU or data fails before the folder is made
+            data = load_dataset(cfg.dataset, cfg.data_dir)
+            n_train = data.x_train.shape[0] - cfg.validation  # images trained on
+            if n_train < 1:
+                raise RunError(f"--validation {cfg.validation} leaves no training images: "
+                               f"{cfg.dataset} has {data.x_train.shape[0]}; hold out fewer")
+            if resume_state is not None:
+                check_position(meta, arrays, math.ceil(n_train / cfg.batch_size), source)
+            check_memory(cfg, data, xp)
+            if resume_state is None:
+                created = not run_dir.exists()
+                run_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                if resume_state is None:
+                    owned.enter_context(run_folder_lock(run_dir))
+                    locked = True
+                    check_run_dir(run_dir, control["overwrite"])  # again, now that it is ours
+                check_writable(run_dir)
+                print("config: " + " ".join(f"{k}={v}" for k, v in cfg.as_dict().items()),
+                      flush=True)
+                return run(cfg, run_dir, data, resume_state)
+            except BaseException:
+                if created and locked:  # a folder this process made and owns, still empty
+                    _remove_if_empty(run_dir)
+                raise
+    except Diverged as exc:
+        _fail(f"{exc}; {divergence_advice(run_dir, cfg)}", exc.code)
+    except (BackendError, DataError, CheckpointError, RunError, MemoryRefusal) as exc:
+        _fail(str(exc), getattr(exc, "code", EXIT_USAGE))
+    except OSError as exc:
+        fix = OS_FIXES.get(exc.errno, "")
+        _fail(f"{describe_os_error(exc)}; {what_remains(run_dir, cfg, fix)}", EXIT_IO)
+    except KeyboardInterrupt:
+        _fail(f"interrupted; {what_remains(run_dir, cfg)}", EXIT_INTERRUPTED)
+
+
+def _fail(message, code):
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    raise SystemExit(code) from None
+
+
+def _remove_if_empty(run_dir):
+    """Remove a run folder this process made if nothing but its lock file is in it."""
+    with contextlib.suppress(OSError):
+        if {p.name for p in run_dir.iterdir()} <= {LOCK_FILE}:
+            (run_dir / LOCK_FILE).unlink(missing_ok=True)
+            run_dir.rmdir()
+
+
+def cli():
+    """Console-script entry point (``ffnumpy-train``): exit status 0 on success."""
+    main()
 
 
 if __name__ == "__main__":

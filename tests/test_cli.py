@@ -38,6 +38,8 @@ def test_help_lists_every_flag():
     (["imagenet"], "invalid choice"),
     (["--backend", "tpu"], "invalid choice"),
     (["--epochs", "ten"], "invalid int value"),
+    (["--epochs", "0"], "--epochs must be at least 1"),
+    (["--seed", "-5"], "--seed must be an integer >= 0"),
 ])
 def test_bad_values_exit_2_with_one_clear_line(tmp_path, args, message):
     out = tmp_path / "run"
@@ -45,7 +47,28 @@ def test_bad_values_exit_2_with_one_clear_line(tmp_path, args, message):
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1  # no usage block
     assert not out.exists()  # nothing written
+
+
+@pytest.mark.parametrize("module", ["ffnumpy.train", "ffnumpy.predict"])
+def test_help_gives_each_option_a_text_and_one_default(module):
+    import argparse
+    import importlib
+    import re
+
+    parser = (importlib.import_module("ffnumpy.config").build_parser()
+              if module == "ffnumpy.train" else
+              importlib.import_module("ffnumpy.predict").build_parser())
+    for action in parser._actions:
+        if isinstance(action, argparse._HelpAction):
+            continue
+        assert action.help and action.help != action.dest.replace("_", " "), action.dest
+    out = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True,
+                         text=True, timeout=300).stdout
+    flat = " ".join(out.split())
+    assert not re.search(r"\(default:[^()]*\)\s*\(default:", flat), flat
+    assert "(default: None)" not in flat
 
 
 def test_missing_cupy_or_gpu_is_one_line(tmp_path):
@@ -70,7 +93,7 @@ def test_smoke_run_writes_the_run_folder(tiny_mnist, tmp_path, algo, labels):
     assert [r["epoch"] for r in metrics["epochs"]] == [1, 2]
     assert all(0.0 <= r["test_error"] <= 1.0 for r in metrics["epochs"])
     assert {p.name for p in out.iterdir()} == {"config.json", "metrics.json", "checkpoint.npz",
-                                               "model.npz"}
+                                               "model.npz", ".lock"}
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["final_test_error"] == metrics["epochs"][-1]["test_error"]
     config = json.loads((out / "config.json").read_text())

@@ -24,8 +24,25 @@ def test_round_trip(tmp_path):
 
 def test_bad_magic(tmp_path):
     (tmp_path / "x").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
-    with pytest.raises(DataError, match="magic number"):
+    with pytest.raises(DataError, match="magic number") as exc_info:
         read_idx(tmp_path / "x")
+    assert str(tmp_path / "x") in str(exc_info.value)  # names the file
+
+
+def test_to_unit_allocates_only_its_result():
+    """uint8 -> float32 writes one result array: no float64 or second float32 copy."""
+    import tracemalloc
+
+    from ffnumpy.data import _to_unit
+
+    a = np.random.default_rng(0).integers(0, 256, size=(2000, 28, 28), dtype=np.uint8)
+    tracemalloc.start()
+    x = _to_unit(a)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert x.dtype == np.float32 and x.shape == (2000, 784)
+    np.testing.assert_array_equal(x, a.reshape(2000, -1) / np.float32(255))
+    assert peak < 1.05 * x.nbytes, (peak, x.nbytes)
 
 
 def test_truncated_file(tmp_path):

@@ -101,7 +101,7 @@ def test_checksum_mismatch_deletes_the_file_and_says_so(server, monkeypatch, tmp
     monkeypatch.setitem(data_mod.MD5, "fashion-mnist", wrong)
     with pytest.raises(DataError, match="checksum mismatch"):
         load_dataset("fashion-mnist", tmp_path / "data")
-    assert list((tmp_path / "data" / "fashion-mnist").iterdir()) == []
+    assert not (tmp_path / "data").exists()  # no file, and no empty folder made for it
 
 
 def test_truncated_transfer_leaves_nothing(server, monkeypatch, tmp_path):
@@ -109,7 +109,7 @@ def test_truncated_transfer_leaves_nothing(server, monkeypatch, tmp_path):
     _serve_fashion(monkeypatch, served, [url + "short/"])
     with pytest.raises(DataError, match="cut short|truncated|IncompleteRead"):
         load_dataset("fashion-mnist", tmp_path / "data")
-    assert list((tmp_path / "data" / "fashion-mnist").iterdir()) == []
+    assert not (tmp_path / "data").exists()
 
 
 def test_failing_first_source_falls_back_to_the_second(server, monkeypatch, tmp_path):
@@ -213,7 +213,7 @@ def test_tar_member_escaping_the_folder_is_refused(tmp_path, name, kind, linknam
     with pytest.raises(UnsafeFileError, match="outside|link"):
         extract_tar(archive, target, "cifar-10-batches-py")
     assert not (tmp_path / "escaped").exists() and not (tmp_path / "target" / "escaped").exists()
-    assert list(target.iterdir()) == []  # nothing half-extracted left behind
+    assert not (tmp_path / "target").exists()  # nothing half-extracted, no empty folder
 
 
 def test_hostile_archive_through_the_loader_is_a_data_error(tmp_path):
@@ -223,6 +223,30 @@ def test_hostile_archive_through_the_loader_is_a_data_error(tmp_path):
     with pytest.raises(DataError, match="outside"):
         load_dataset("cifar10", tmp_path / "data")
     assert not (tmp_path / "escaped").exists()
+
+
+def test_refused_archive_from_a_read_only_folder_leaves_no_folder(tmp_path, monkeypatch):
+    """A read-only copy is extracted into data_cache/<name>/; refused, it leaves nothing."""
+    folder = tmp_path / "shared" / "cifar10"
+    folder.mkdir(parents=True)
+    _tar_with(folder / "cifar-10-python.tar.gz", "../../escaped")
+    folder.chmod(0o555)
+    (tmp_path / "shared").chmod(0o555)
+    monkeypatch.setattr(data_mod, "DATA_CACHE", tmp_path / "cache")
+    try:
+        with pytest.raises(DataError, match="outside"):
+            load_dataset("cifar10", tmp_path / "shared")
+    finally:
+        (tmp_path / "shared").chmod(0o755)
+        folder.chmod(0o755)
+    assert not (tmp_path / "cache").exists()
+
+
+def test_fashion_not_found_names_the_debian_package(tmp_path, monkeypatch):
+    monkeypatch.setattr(data_mod, "DEBIAN_FASHION", tmp_path / "not-there")
+    with pytest.raises(DataError, match="apt-get install dataset-fashion-mnist"):
+        load_dataset("fashion-mnist", tmp_path / "data")
+    assert not (tmp_path / "data").exists()
 
 
 def test_truncated_archive_is_a_clear_error(tmp_path):
