@@ -58,12 +58,17 @@ class ReorderedNumPy(NumPyStandIn):
     """NumPy standing in for CuPy: CuPy's schedule (see :class:`NumPyStandIn`), each
     ``matmul`` summed as two halves of its inner dimension added at the end (the last
     bits differ from NumPy's, as a GPU's do), and the few CUDA calls of the training
-    loop (synchronise, device name) as stubs."""
+    loop (synchronise, device name, free memory) as stubs."""
 
     cuda = types.SimpleNamespace(
         get_current_stream=lambda: types.SimpleNamespace(synchronize=lambda: None),
         Device=lambda: types.SimpleNamespace(id=0),
-        runtime=types.SimpleNamespace(getDeviceProperties=lambda i: {"name": b"NumPy stand-in"}))
+        runtime=types.SimpleNamespace(getDeviceProperties=lambda i: {"name": b"NumPy stand-in"},
+                                      memGetInfo=lambda: (1 << 40, 1 << 40)))  # (free, total)
+
+    @staticmethod
+    def get_default_memory_pool():
+        return types.SimpleNamespace(free_bytes=lambda: 0)
 
     @staticmethod
     def matmul(a, b, out=None):
