@@ -110,3 +110,20 @@ def make_tiny_cifar(root, name="cifar10", n_train=200, n_test=50, seed=0, tar=Tr
         for f, blob in blobs.items():
             (folder / top / f).write_bytes(blob)
     return root
+
+
+def poison_train_step(monkeypatch, layer, at_call):
+    """Make FFNet's ``at_call``-th training step (1-based) start from a NaN weight in
+    ``layer`` (0-based), so the NaN guard has something to find."""
+    from ffnumpy.model import FFNet
+
+    calls = {"n": 0}
+    original = FFNet.train_step
+
+    def poisoned(self, *args):
+        calls["n"] += 1
+        if calls["n"] == at_call:
+            self.W[layer][0, 0] = np.nan
+        return original(self, *args)
+
+    monkeypatch.setattr(FFNet, "train_step", poisoned)

@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 
 from ffnumpy.checkpoint import CheckpointError, load_archive, save_archive
-from ffnumpy.model import FFNet
 from ffnumpy.predict import main as predict_main
 from ffnumpy.train import main
-from tests.conftest import make_tiny_mnist
+from tests.conftest import make_tiny_mnist, poison_train_step
 
 # 1,200 images, batch 40: 30 steps an epoch, long enough to be interrupted mid-epoch
 ARGS = ["mnist", "--epochs", "6", "--batch-size", "40", "--width", "96", "--lr", "0.01",
@@ -108,16 +107,7 @@ def test_resume_of_a_finished_run_changes_nothing(data_dir, tmp_path, capsys):
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # the injected NaN
 def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(data_dir, tmp_path, monkeypatch,
                                                             capsys):
-    calls = {"n": 0}
-    original = FFNet.train_step
-
-    def poisoned(self, *args):
-        calls["n"] += 1
-        if calls["n"] == 45:  # epoch 2 (30 steps an epoch)
-            self.W[1][0, 0] = np.nan
-        return original(self, *args)
-
-    monkeypatch.setattr(FFNet, "train_step", poisoned)
+    poison_train_step(monkeypatch, layer=1, at_call=45)  # epoch 2 (30 steps an epoch)
     run = tmp_path / "run"
     with pytest.raises(SystemExit) as exit_info:
         main([*ARGS, "--data-dir", str(data_dir), "--out", str(run)])

@@ -17,7 +17,7 @@ from ffnumpy.checkpoint import load_archive
 from ffnumpy.model import FFNet
 from ffnumpy.predict import main as predict_main
 from ffnumpy.train import EXIT_INTERRUPTED, EXIT_IO, LOCK_FILE, main
-from tests.conftest import make_tiny_mnist
+from tests.conftest import make_tiny_mnist, poison_train_step
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = ["mnist", "--epochs", "2", "--batch-size", "64", "--width", "32"]
@@ -242,12 +242,7 @@ def test_memory_estimate_errs_high(data_dir, tmp_path):
 def test_nan_in_the_first_epoch_says_what_exists_and_what_to_run(data_dir, tmp_path,
                                                                  monkeypatch, capsys):
     original = FFNet.train_step
-
-    def poisoned(self, *args):
-        self.W[0][0, 0] = np.nan
-        return original(self, *args)
-
-    monkeypatch.setattr(FFNet, "train_step", poisoned)
+    poison_train_step(monkeypatch, layer=0, at_call=1)
     run = tmp_path / "run"
     with pytest.raises(SystemExit) as exit_info:
         main([*ARGS, "--data-dir", str(data_dir), "--out", str(run)])
