@@ -25,7 +25,7 @@ Validation (not in the paper). These rows hold out training images
 of a seed, never trained on) and log their error beside the test error. The table
 also shows the rate that validation picks -- the lower mean validation error over the
 last :data:`VAL_WINDOW` evaluations up to the last epoch both rates reached -- and that
-rate's test error: an honest choice, made without looking at the test set.
+rate's final test error: an honest choice, made without looking at the test set.
 
 A run is "stopped at epoch N/120" when its metrics hold fewer epochs than its
 configuration and it has no ``model.npz`` (interrupted, or still training: the table
@@ -402,8 +402,11 @@ def pick_rates(states):
         where both picks are made), ``final`` (every run finished), ``test`` and ``val``
         (``{lr: mean over seeds}``: test error at ``epoch``; validation error averaged
         over the last :data:`VAL_WINDOW` evaluations up to ``epoch``, None without a
-        validation split), ``paper`` (the rate with the lower test error) and
-        ``validation`` (the rate with the lower validation error, or None).
+        validation split), ``paper`` (the rate with the lower test error),
+        ``validation`` (the rate with the lower validation error, or None) and ``last``
+        (``{lr: (mean over seeds of the last test error, the earliest last epoch,
+        every seed finished)}``: what a rate ends at, which is the row's figure once it
+        is picked).
     """
     states = {lr: s for lr, s in states.items() if s}
     if len(states) < 2:
@@ -416,9 +419,12 @@ def pick_rates(states):
         vals = [_mean_at(s, epoch, "val_error", VAL_WINDOW) for s in seeds]
         val[lr] = None if None in vals else statistics.mean(vals)
     has_val = None not in val.values()
+    last = {lr: (statistics.mean(s.epochs[-1]["test_error"] for s in seeds),
+                 min(s.last_epoch for s in seeds), all(s.kind == "done" for s in seeds))
+            for lr, seeds in states.items()}
     return {"epoch": epoch, "final": all(s.kind == "done" for s in runs),
             "test": test, "val": val, "paper": min(test, key=test.get),
-            "validation": min(val, key=val.get) if has_val else None}
+            "validation": min(val, key=val.get) if has_val else None, "last": last}
 
 
 # --- writing the table ---
@@ -466,11 +472,13 @@ def _command(row, epochs, backend, data_dir, state):
 PROTOCOL_TEXT = (
     "Test error in %. {rates_text} "
     "**Bold**: the rate the paper's protocol picks, the lower test error at the last epoch "
-    "both rates reached (marked 'provisional, epoch N' while a rate has not finished). "
+    "both rates reached (marked 'provisional' with that epoch while a rate has not "
+    "finished, e.g. lr 0.01 stopped once it was clearly behind). "
     "Picking on the test set is the paper's protocol: it flatters every algorithm alike. "
     "Beyond the paper, the validation pick is the rate with the lower validation error "
     "(held-out training images, never trained on), averaged over the last {window} "
-    "evaluations up to that same epoch; 'its test error' is that rate's test error there. "
+    "evaluations up to that same epoch; 'its test error' is where that rate ends, the "
+    "row's figure under the validation protocol (mean over seeds). "
     "A run 'stopped at N/120' has no final model; its figures are at epoch N, not final.")
 
 
@@ -525,13 +533,15 @@ def summarize(preset, rows, epochs, out_root, backend=None, data_dir=None, resul
         cells = [_rate_cell(with_data[lr], lr == paper_lr) for lr in rates]
         paper_pick = val_pick = val_test = "-"
         if pick:
-            where = "" if pick["final"] else f", provisional, epoch {pick['epoch']}"
-            paper_pick = f"lr {paper_lr}{where}"
+            at = "" if pick["final"] else f" at epoch {pick['epoch']}"
+            paper_pick = f"lr {paper_lr}" + (
+                f", provisional: picked{at}, the last epoch both rates reached" if at else "")
             if pick["validation"] is not None:
                 lr = pick["validation"]
                 others = " vs ".join(_pct(pick["val"][r]) for r in rates if r in pick["val"])
-                val_pick = f"lr {lr} (validation {others}{where})"
-                val_test = _pct(pick["test"][lr])
+                val_pick = f"lr {lr} (validation {others}{at})"
+                error, last_epoch, done = pick["last"][lr]
+                val_test = _pct(error) + ("" if done else f" (epoch {last_epoch}, not final)")
         seeds = sorted({r.flags.get("seed", 0) for r, s in members if s.metrics})
         all_seeds = sorted({r.flags.get("seed", 0) for r, s in members})
         missing = [s for s in all_seeds if s not in seeds]

@@ -145,9 +145,10 @@ def test_a_stopped_run_is_marked_and_picks_are_made_at_equal_epochs(tmp_path):
     cells = [c.strip() for c in _line(table, "symba-cifar10-3x1000").split("|")[1:-1]]
     assert cells[2] == "**40.00** (120/120)"
     assert cells[3] == "70.00 (stopped at 20/120)"
-    assert cells[4] == "lr 0.001, provisional, epoch 20"
-    assert cells[5] == "lr 0.001 (validation 51.67 vs 75.00, provisional, epoch 20)"
-    assert cells[6] == "45.00"  # lr 0.001's test error at epoch 20, not its final one
+    assert cells[4] == ("lr 0.001, provisional: picked at epoch 20, the last epoch both "
+                        "rates reached")
+    assert cells[5] == "lr 0.001 (validation 51.67 vs 75.00 at epoch 20)"
+    assert cells[6] == "40.00"  # picked at epoch 20 (45.00 there); the row ends at 40.00
     run_line = _line(table, "symba-cifar10-3x1000-lr0.01", runs=True)
     assert "stopped at epoch 20/120: run only until" in run_line
     # a STOPPED file in the run folder gives the reason instead, and a run without a
@@ -156,8 +157,10 @@ def test_a_stopped_run_is_marked_and_picks_are_made_at_equal_epochs(tmp_path):
     assert "stopped at epoch 20/120: power cut" in _table(tmp_path, "table2")
     # without its model the finished run counts as stopped too
     (done / "model.npz").unlink()
-    assert "stopped at epoch 120/120" in _line(_table(tmp_path, "table2"),
-                                               "symba-cifar10-3x1000-lr0.001", runs=True)
+    table = _table(tmp_path, "table2")
+    assert "stopped at epoch 120/120" in _line(table, "symba-cifar10-3x1000-lr0.001", runs=True)
+    cells = [c.strip() for c in _line(table, "symba-cifar10-3x1000").split("|")[1:-1]]
+    assert cells[6] == "40.00 (epoch 120, not final)"
 
 
 def test_a_run_without_reason_may_still_be_running_and_a_foreign_run_is_flagged(tmp_path):
