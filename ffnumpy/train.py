@@ -25,6 +25,7 @@ import shlex
 import signal
 import sys
 import tempfile
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -62,6 +63,7 @@ EXIT_USAGE = 2  # bad flags, data, memory or folder (or the folder is in use): n
 EXIT_DIVERGED = 3  # NaN guard tripped
 EXIT_IO = 4  # a file could not be written (disk full, read-only, not a folder)
 EXIT_INTERRUPTED = 128 + signal.SIGINT  # a second Ctrl-C, or one before training started
+EXIT_TERMINATED = 128 + signal.SIGTERM  # SIGTERM before training started (as the shell's kill)
 RUN_MARKERS = ("config.json", CHECKPOINT_FILE, MODEL_FILE, "metrics.json")
 LOCK_FILE = ".lock"  # flock'ed by the process that owns the run folder; holds its PID
 
@@ -435,12 +437,35 @@ def divergence_advice(run_dir, cfg):
 
 # --- entry point ---
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM outside the training loop: stops the command like Ctrl-C, with its message."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated
+
+
+@contextlib.contextmanager
+def sigterm_stops():
+    """SIGTERM raises :class:`Terminated` for the block (main thread only), so a SIGTERM
+    before the loop's own handler is in place, or one held back during a file write and
+    delivered afterwards, ends in one line rather than a silent exit."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv=None):
     """CLI entry point; returns the metrics dict (tests call it in-process)."""
     cfg, control = config_from_args(argv)
     run_dir, created, locked = None, False, False
     try:
-        with contextlib.ExitStack() as owned:
+        with sigterm_stops(), contextlib.ExitStack() as owned:
             if control["resume"]:
                 run_dir = Path(control["resume"])
                 if not run_dir.is_dir():
@@ -493,6 +518,8 @@ def main(argv=None):
     except OSError as exc:
         fix = OS_FIXES.get(exc.errno, "")
         _fail(f"{describe_os_error(exc)}; {what_remains(run_dir, cfg, fix)}", EXIT_IO)
+    except Terminated:
+        _fail(f"terminated (SIGTERM); {what_remains(run_dir, cfg)}", EXIT_TERMINATED)
     except KeyboardInterrupt:
         _fail(f"interrupted; {what_remains(run_dir, cfg)}", EXIT_INTERRUPTED)
 

@@ -1,6 +1,7 @@
 """A run folder as a careful user and a hostile tester meet it: one process per folder,
 file-system errors (disk full, read-only, not a folder), the memory check, a divergence
 in the first epoch, a second Ctrl-C during the checkpoint write, file modes."""
+import json
 import os
 import shlex
 import shutil
@@ -13,10 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ffnumpy.checkpoint import load_archive
+from ffnumpy.checkpoint import load_archive, signals_held
 from ffnumpy.model import FFNet
 from ffnumpy.predict import main as predict_main
-from ffnumpy.train import EXIT_INTERRUPTED, EXIT_IO, LOCK_FILE, main
+from ffnumpy import train
+from ffnumpy.train import EXIT_INTERRUPTED, EXIT_IO, EXIT_TERMINATED, LOCK_FILE, main
 from tests.conftest import make_tiny_mnist, poison_train_step
 
 REPO = Path(__file__).resolve().parent.parent
@@ -291,6 +293,41 @@ def test_second_ctrl_c_during_the_checkpoint_write(data_dir, tmp_path, monkeypat
     assert "checkpoint.npz" in out and "epoch 2 of 3, stopped after step 10" in out
     metrics = main(["--resume", str(run)])
     assert [r["epoch"] for r in metrics["epochs"]] == [1, 2, 3]
+
+
+def test_sigterm_before_training_is_one_line(data_dir, tmp_path, monkeypatch, capsys):
+    """A SIGTERM before the loop's handler is in place -- during the data load, or held
+    back while config.json is written -- ends with one line and exit 143, never silently."""
+    real_load, real_write = train.load_dataset, train.write_json
+
+    def load_then_sigterm(*args, **kwargs):
+        signal.raise_signal(signal.SIGTERM)
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(train, "load_dataset", load_then_sigterm)
+    run = tmp_path / "early"
+    with pytest.raises(SystemExit) as exit_info:
+        main([*TINY, "--data-dir", str(data_dir), "--out", str(run)])
+    assert exit_info.value.code == EXIT_TERMINATED
+    assert "terminated (SIGTERM)" in one_line_error(capsys)
+    assert not run.exists()  # nothing was written
+    monkeypatch.setattr(train, "load_dataset", real_load)
+
+    def write_with_sigterm(path, obj):
+        with signals_held():  # the signal arrives mid-write and waits for the file
+            signal.raise_signal(signal.SIGTERM)
+            real_write(path, obj)
+
+    monkeypatch.setattr(train, "write_json", write_with_sigterm)
+    run = tmp_path / "config"
+    with pytest.raises(SystemExit) as exit_info:
+        main([*TINY, "--data-dir", str(data_dir), "--out", str(run)])
+    assert exit_info.value.code == EXIT_TERMINATED
+    err = one_line_error(capsys)
+    assert "terminated (SIGTERM)" in err and "no checkpoint" in err, err
+    assert json.loads((run / "config.json").read_text())["config"]["width"] == 32
+    assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is restored
 
 
 def test_output_files_honour_the_umask(data_dir, tmp_path):
