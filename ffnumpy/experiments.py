@@ -499,7 +499,7 @@ def summarize(preset, rows, epochs, out_root, backend=None, data_dir=None, resul
         groups.setdefault(row.group, []).append((row, state))
         if state.metrics is not None:
             write_json(results / f"{row.name}-e{row_epochs(row, epochs)}.json",
-                       {k: v for k, v in state.metrics.items() if k != "diverged"})
+                       state.metrics)  # "diverged": true where the NaN guard stopped it
         cells = ["", "", "", "", ""]
         if state.metrics is not None and state.metrics["epochs"]:
             m = state.metrics

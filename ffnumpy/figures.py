@@ -12,6 +12,7 @@ Sources
 - Figure 3 and the gradient balance: the per-epoch metrics of real runs committed in
   ``data_cache/results/<preset>/<row>-e<epochs>.json`` (written by
   ``python -m ffnumpy.experiments <preset>``).
+- Figure 4: the ``fig4`` preset's SymBa CIFAR-10 runs, one per ICP rate and learning rate.
 - Overlay vs ICP: :mod:`ffnumpy.labels` on a CIFAR-10 test image (MNIST if CIFAR-10 is absent).
 - Memory by depth: ``data_cache/results/bench-cpu.txt``, the output of
   ``python -m ffnumpy.bench --memory-plot ...``.
@@ -388,6 +389,101 @@ def plot_gradient_balance(results=RESULTS, preset="seeds", rows=("ff-2x500", "sy
     return fig
 
 
+# --- Figure 4: SymBa's test error by ICP rate ---
+
+ICP_RATE = 0.1  # the paper's rate (Sec. 4.3) and the library's default
+PAPER_NAN_BELOW = 0.1  # Sec. 4.3: "if it is smaller than 0.1, the loss converges to NaN"
+
+
+def icp_runs(folder, width=CIFAR_WIDTH):
+    """SymBa CIFAR-10 3 x ``width`` runs with ICP labels in ``folder``, as
+    {(icp_rate, lr): metrics}; a run's rate is its config's ``icp_rate`` (default 0.1)."""
+    runs = {}
+    for path in sorted(Path(folder).glob("*.json")):
+        m = load_metrics(path)
+        cfg = m["config"]
+        if (cfg["algo"], cfg["dataset"], cfg["layers"], cfg["width"], cfg.get("labels")) \
+                == ("symba", "cifar10", 3, width, "icp") and error_curve(m)[0].size:
+            runs[(cfg.get("icp_rate", ICP_RATE), cfg["lr"])] = m
+    return runs
+
+
+def _trained(m):
+    """Epochs a run trained (its last record), and whether that is all it planned."""
+    last = m["epochs"][-1]["epoch"] if m["epochs"] else 0
+    return last, last >= m["config"]["epochs"] and not m.get("diverged")
+
+
+def plot_figure4(results=RESULTS, preset="fig4", width=CIFAR_WIDTH):
+    """Figure 4: SymBa's test error on CIFAR-10 by ICP rate, from the ``fig4`` preset's runs.
+
+    Left: the last test error of each rate and learning rate (a hollow marker and its epoch
+    where the run stopped early, an x where the NaN guard stopped it). Right: test error
+    per epoch, a colour per rate, solid for lr 0.001 and dashed for lr 0.01."""
+    plt = _pyplot()
+    runs = icp_runs(Path(results) / preset, width)
+    rates = sorted({rate for rate, _ in runs})
+    cmap = plt.get_cmap("viridis")
+    color = {rate: cmap(i / max(len(rates) - 1, 1)) for i, rate in enumerate(rates)}
+    styles = {0.001: ("o", "-"), 0.01: ("s", "--")}
+    with plt.rc_context(FONT):
+        fig, (left, right) = plt.subplots(1, 2, figsize=(14, 5.2), layout="constrained")
+        if not runs:
+            for ax in (left, right):
+                ax.text(0.5, 0.5, "no committed runs", ha="center", va="center",
+                        transform=ax.transAxes)
+        for lr in sorted({lr for _, lr in runs}):
+            marker, line = styles.get(lr, ("^", ":"))
+            points = sorted((rate, m) for (rate, r), m in runs.items() if r == lr)
+            trained = [_trained(m) for _, m in points]
+            kept = [t for t, (_, m) in zip(trained, points) if not m.get("diverged")]
+            usual = max(set(kept), key=kept.count) if kept else None  # said once, in the legend
+            xs = [rate for rate, _ in points]
+            ys = [error_curve(m)[1][-1] for _, m in points]
+            left.plot(xs, ys, line, color="0.5", lw=1, zorder=1)
+            for (rate, m), y, (last, complete) in zip(points, ys, trained):
+                if m.get("diverged"):
+                    left.plot(rate, y, "x", color="tab:red", ms=11, mew=2.5)
+                    left.annotate(f"NaN at epoch {last + 1}", (rate, y), textcoords="offset "
+                                  "points", xytext=(6, 6), fontsize=10, color="tab:red")
+                    continue
+                left.plot(rate, y, marker, ms=9, color=color[rate],
+                          mfc=color[rate] if complete else "white", mew=2)
+                if (last, complete) != usual:
+                    left.annotate(f"epoch {last}", (rate, y), textcoords="offset points",
+                                  xytext=(7, -3), fontsize=10)
+            if usual:
+                epochs_text = (f"{usual[0]} epoch{'s' if usual[0] > 1 else ''}"
+                               + ("" if usual[1] else ", stopped (hollow)"))
+                left.plot([], [], marker + line, color="0.5", mew=2,
+                          mfc="0.5" if usual[1] else "white", label=f"lr {lr:g}, {epochs_text}")
+            else:
+                left.plot([], [], "x" + line, color="tab:red", mew=2.5,
+                          label=f"lr {lr:g}, diverged")
+            for rate, m in points:
+                epochs, errors = error_curve(m)
+                right.plot(epochs, errors, line, color=color[rate], lw=2,
+                           label=f"rate {rate:g}" if lr == min(r for _, r in runs) else None)
+        for ax in (left, right):
+            ax.grid(alpha=0.3)
+            ax.set_ylabel("test error (%)")
+        left.axvspan(min(rates + [PAPER_NAN_BELOW]) / 1.4, PAPER_NAN_BELOW, color="tab:red", alpha=0.08, lw=0,
+                     label=f"paper: loss turns NaN below {PAPER_NAN_BELOW:g}")
+        left.set_xscale("log")
+        left.set_xlim(min(rates + [PAPER_NAN_BELOW]) / 1.4, max(rates + [PAPER_NAN_BELOW]) * 1.4)
+        left.set_xticks(rates, [f"{r:g}" for r in rates])
+        left.xaxis.set_minor_locator(plt.NullLocator())
+        left.set_xlabel("ICP rate (fraction of a class pattern's pixels set to 1, log scale)")
+        left.set_title("last test error of each run")
+        left.legend(fontsize=10)
+        right.set_xlabel("epoch")
+        right.set_title("test error per epoch (solid lr 0.001, dashed lr 0.01)")
+        right.legend(fontsize=10, ncols=2)
+        fig.suptitle(f"Figure 4 replotted: SymBa on CIFAR-10, 3 x {width}, by ICP rate "
+                     f"(the paper: 3 x 3072; error falls as the rate falls to 0.1)")
+    return fig
+
+
 # --- how the label enters: overlay vs intrinsic class patterns ---
 
 def cifar10_test_images(n=1, data_dir=None):
@@ -522,6 +618,7 @@ def plot_memory_by_depth(memory=None, width=500, batch=4096):
 FIGURES = {  # file name in docs/ (without .png) -> draws it from a results folder
     "figure1_losses": lambda results: plot_figure1(),
     "figure3_test_error": lambda results: plot_figure3(results),
+    "figure4_icp_rate": lambda results: plot_figure4(results),
     "gradient_balance": lambda results: plot_gradient_balance(results),
     "labels_overlay_vs_icp": lambda results: plot_labels_overlay_vs_icp(),
     "memory_by_depth": lambda results: plot_memory_by_depth(read_memory(results / BENCH_FILE)),

@@ -248,6 +248,18 @@ def test_a_diverged_row_is_recorded_and_not_retried(tmp_path, monkeypatch):
     assert (tmp_path / "runs" / "symba-icp0.02-cifar10-3x1000-lr0.01-e2" / "DIVERGED").is_file()
 
 
+def test_a_diverged_run_says_so_in_the_table_and_its_metrics_copy(tmp_path):
+    rows, runs = _rows("fig4"), tmp_path / "runs"
+    run_dir = fake_run(runs, rows["symba-icp0.02-cifar10-3x1000-lr0.01"], [0.8, 0.7],
+                       done=False, eval_every=5)
+    (run_dir / "DIVERGED").write_text("NaN guard tripped\n")
+    table = _table(tmp_path, "fig4")
+    assert "diverged (NaN) at epoch 11/120" in _line(table, "symba-icp0.02-cifar10-3x1000-lr0.01",
+                                                     runs=True)
+    copy = tmp_path / "results" / "fig4" / "symba-icp0.02-cifar10-3x1000-lr0.01-e120.json"
+    assert json.loads(copy.read_text())["diverged"] is True
+
+
 def test_unknown_row_pattern_lists_the_rows(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["table3", "--only", "nothing*"])

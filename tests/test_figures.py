@@ -127,3 +127,35 @@ def test_labels_figure_says_so_when_cifar10_is_missing(tmp_path, monkeypatch):
     monkeypatch.setattr(figures, "SHARED_DATASETS", tmp_path / "none")
     fig = figures.plot_labels_overlay_vs_icp(data_dir=tmp_path / "empty")
     assert "CIFAR-10 not found" in fig._suptitle.get_text()
+
+
+def test_figure4_marks_stopped_and_diverged_runs(tmp_path):
+    fig4 = tmp_path / "fig4"
+    fig4.mkdir()
+
+    def run(name, rate, lr, errors, planned=120, **extra):
+        cfg = {"dataset": "cifar10", "algo": "symba", "layers": 3, "width": 1000, "lr": lr,
+               "labels": "icp", "epochs": planned, **({"icp_rate": rate} if rate else {})}
+        epochs = [{"epoch": i + 1, "test_error": e} for i, e in enumerate(errors)]
+        (fig4 / f"{name}.json").write_text(json.dumps({"config": cfg, "epochs": epochs,
+                                                       **extra}))
+
+    run("default-rate", None, 0.001, [0.6, 0.5], planned=2)  # no icp_rate: the default 0.1
+    run("sparse", 0.02, 0.001, [0.7, 0.55], planned=2)
+    run("sparse-fast", 0.02, 0.01, [0.8], planned=2, diverged=True)
+    run("dense", 0.8, 0.001, [0.85], planned=2)  # stopped after 1 of 2 epochs
+    run("other-width", 0.3, 0.001, [0.5, 0.4], planned=2)
+    (fig4 / "other-width.json").write_text(
+        (fig4 / "other-width.json").read_text().replace('"width": 1000', '"width": 3072'))
+    assert set(figures.icp_runs(fig4)) == {(0.1, 0.001), (0.02, 0.001), (0.02, 0.01),
+                                           (0.8, 0.001)}
+    left, right = figures.plot_figure4(results=tmp_path).axes
+    assert [t.get_text() for t in left.get_xticklabels()] == ["0.02", "0.1", "0.8"]
+    notes = [t.get_text() for t in left.texts]
+    assert "NaN at epoch 2" in notes and "epoch 1" in notes
+    hollow = [line for line in left.lines if line.get_marker() == "o"
+              and line.get_markerfacecolor() == "white" and len(line.get_xdata()) == 1]
+    assert [float(line.get_xdata()[0]) for line in hollow] == [0.8]
+    labels = left.get_legend_handles_labels()[1]
+    assert "lr 0.001, 2 epochs" in labels and "lr 0.01, diverged" in labels
+    assert len(right.lines) == 4
