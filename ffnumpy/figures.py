@@ -63,7 +63,10 @@ def _pyplot():
 
 def load_metrics(path):
     """One run's metrics: keys ``config``, ``epochs`` (a dict per epoch), ``final_test_error``."""
-    return json.loads(Path(path).read_text())
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not a metrics file (not valid JSON: {exc})") from None
 
 
 def error_curve(metrics):

@@ -41,6 +41,16 @@ def test_a_missing_metrics_file_is_one_clear_line(tmp_path, capsys):
     assert "Traceback" not in err
 
 
+def test_a_damaged_metrics_file_is_named(tmp_path, capsys):
+    (tmp_path / "fig4").mkdir()
+    (tmp_path / "fig4" / "cut.json").write_text('{"config": {"algo"')
+    with pytest.raises(SystemExit):
+        figures.main(["--only", "figure4_icp_rate", "--results", str(tmp_path),
+                      "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert "cut.json is not a metrics file" in err and "Traceback" not in err
+
+
 def test_figure1_fields_are_the_library_gradients():
     g_pos, g_neg = np.meshgrid(np.linspace(0, 6, 7), np.linspace(0, 6, 7))
     fields = figures.gradient_fields(g_pos, g_neg, theta=2.0, alpha=4.0)
