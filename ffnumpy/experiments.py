@@ -136,8 +136,10 @@ TABLE2_PAPER = {("cifar10", 2000): {"bp": 42.66, "ff": 49.32, "symba": 41.23},
 TABLE3_PAPER = {("ff", "overlay"): 49.63, ("ff", "icp"): 48.83,
                 ("symba", "overlay"): 41.23, ("symba", "icp"): 40.91}
 ICP_RATES = (0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
-WIDE_MNIST = ("not run here: needs a GPU (0.4-1.2 h a run on this 2-core CPU, which the "
-              "500-unit and CIFAR-10 runs took); see README")
+WIDE_MNIST = ("not run here: needs a GPU (0.8-1.4 h a run on this 2-core CPU; FF 2 x 2000 "
+              "took 49 min); see README")
+FF_2X2000 = ("the one 2000-unit row run here (seed 0; about 50 min a run on this CPU), the "
+             "row issue 13 reports the rate deciding: lr 0.01 only until it was behind")
 PAPER_WIDTH_CIFAR = "not run here: the paper's width takes 1-2 h a run or more on this CPU"
 DENSE_ICP_NOTE = ("not run here: about 30 min a run on this CPU; the CPU time went to the "
                   "rates below 0.1 first (the paper's NaN claim)")
@@ -150,8 +152,10 @@ def _table1():
     for (layers, width), paper in TABLE1_PAPER.items():
         for algo, p in paper.items():
             seeds = (0, 1, 2) if (layers, width) == (2, 500) else (0,)
+            note = ("" if width == 500 else FF_2X2000 if (algo, layers) == ("ff", 2)
+                    else WIDE_MNIST)
             rows += rate_rows(f"{algo}-{layers}x{width}", algo, "mnist", layers, width, p,
-                              seeds=seeds, note=WIDE_MNIST if width > 500 else "")
+                              seeds=seeds, note=note)
     return rows
 
 
