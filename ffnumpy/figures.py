@@ -435,6 +435,7 @@ def plot_figure4(results=RESULTS, preset="fig4", width=CIFAR_WIDTH):
             for ax in (left, right):
                 ax.text(0.5, 0.5, "no committed runs", ha="center", va="center",
                         transform=ax.transAxes)
+        labelled = set()  # rates named in the right panel's legend
         for lr in sorted({lr for _, lr in runs}):
             marker, line = styles.get(lr, ("^", ":"))
             points = sorted((rate, m) for (rate, r), m in runs.items() if r == lr)
@@ -466,7 +467,8 @@ def plot_figure4(results=RESULTS, preset="fig4", width=CIFAR_WIDTH):
             for rate, m in points:
                 epochs, errors = error_curve(m)
                 right.plot(epochs, errors, line, color=color[rate], lw=2,
-                           label=f"rate {rate:g}" if lr == min(r for _, r in runs) else None)
+                           label=None if rate in labelled else f"rate {rate:g}")
+                labelled.add(rate)
         for ax in (left, right):
             ax.grid(alpha=0.3)
             ax.set_ylabel("test error (%)")

@@ -169,3 +169,4 @@ def test_figure4_marks_stopped_and_diverged_runs(tmp_path):
     labels = left.get_legend_handles_labels()[1]
     assert "lr 0.001, 2 epochs" in labels and "lr 0.01, diverged" in labels
     assert len(right.lines) == 4
+    assert right.get_legend_handles_labels()[1] == ["rate 0.02", "rate 0.1", "rate 0.8"]
