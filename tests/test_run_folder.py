@@ -40,6 +40,14 @@ def one_line_error(capsys):
     return err
 
 
+def fails_with(code, argv, capsys):
+    """Run train's ``main(argv)``, expect exit ``code`` and return its one-line error."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == code
+    return one_line_error(capsys)
+
+
 # --- one process per run folder ---
 
 HOLDER = textwrap.dedent("""
@@ -279,10 +287,8 @@ def test_second_ctrl_c_during_the_checkpoint_write(data_dir, tmp_path, monkeypat
     monkeypatch.setattr(FFNet, "train_step", interrupted)
     monkeypatch.setattr(np, "savez", savez_interrupted)
     run = tmp_path / "run"
-    with pytest.raises(SystemExit) as exit_info:
-        main([*ARGS, "--data-dir", str(data_dir), "--out", str(run)])
-    assert exit_info.value.code == EXIT_INTERRUPTED
-    err = one_line_error(capsys)
+    err = fails_with(EXIT_INTERRUPTED, [*ARGS, "--data-dir", str(data_dir), "--out", str(run)],
+                     capsys)
     assert "(epoch 2 of 3, step 10) is intact" in err and "--resume" in err
     _, meta = load_archive(run / "checkpoint.npz")
     assert (meta["next_epoch"], meta["next_step"]) == (2, 10)
@@ -306,10 +312,9 @@ def test_sigterm_before_training_is_one_line(data_dir, tmp_path, monkeypatch, ca
 
     monkeypatch.setattr(train, "load_dataset", load_then_sigterm)
     run = tmp_path / "early"
-    with pytest.raises(SystemExit) as exit_info:
-        main([*TINY, "--data-dir", str(data_dir), "--out", str(run)])
-    assert exit_info.value.code == EXIT_TERMINATED
-    assert "terminated (SIGTERM)" in one_line_error(capsys)
+    err = fails_with(EXIT_TERMINATED, [*TINY, "--data-dir", str(data_dir), "--out", str(run)],
+                     capsys)
+    assert "terminated (SIGTERM)" in err
     assert not run.exists()  # nothing was written
     monkeypatch.setattr(train, "load_dataset", real_load)
 
@@ -320,10 +325,8 @@ def test_sigterm_before_training_is_one_line(data_dir, tmp_path, monkeypatch, ca
 
     monkeypatch.setattr(train, "write_json", write_with_sigterm)
     run = tmp_path / "config"
-    with pytest.raises(SystemExit) as exit_info:
-        main([*TINY, "--data-dir", str(data_dir), "--out", str(run)])
-    assert exit_info.value.code == EXIT_TERMINATED
-    err = one_line_error(capsys)
+    err = fails_with(EXIT_TERMINATED, [*TINY, "--data-dir", str(data_dir), "--out", str(run)],
+                     capsys)
     assert "terminated (SIGTERM)" in err and "no checkpoint" in err, err
     assert json.loads((run / "config.json").read_text())["config"]["width"] == 32
     assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
