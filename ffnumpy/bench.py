@@ -40,7 +40,7 @@ import numpy as np
 from .backend import BACKENDS, BackendError, device_name, get_xp, synchronize
 from .config import Config
 from .data import REPO_ROOT, Dataset, load_dataset
-from .labels import sample_negative_labels
+from .labels import PAPER_LABELS, sample_negative_labels
 from .model import FFNet
 from .saving import build_model
 
@@ -88,7 +88,8 @@ def paired_timing(xp, phase, bounds, repeats):
 
 
 def flops(shapes):
-    """Floating-point operations of the products in ``shapes``: 2 m k n for each (m, k) @ (k, n)."""
+    """Floating-point operations of the products in ``shapes``: 2 m k n for each
+    (m, k) @ (k, n)."""
     return sum(2 * m * k * n * count for (m, k, n), count in shapes.items())
 
 
@@ -340,7 +341,7 @@ def main(argv=None):
         print(f"backend {backend}: {device_name(xp)}", flush=True)
         for algo in args.algo:
             cfg = Config(algo=algo, layers=args.layers, width=args.width, dtype=args.dtype,
-                         backend=backend, labels="overlay" if algo == "ff" else "icp")
+                         backend=backend, labels=PAPER_LABELS[algo] or Config.labels)
             r = bench_config(cfg, data, args.repeats)
             r["backend"] = backend
             results.append(r)
@@ -362,7 +363,7 @@ def main_whole_run(args):
         print(f"backend {backend}: {device_name(get_xp(backend))}", flush=True)
         for algo in args.algo:
             command = ["mnist", "--epochs", str(args.epochs), "--backend", backend,
-                       "--algo", algo, "--labels", "overlay" if algo == "ff" else "icp",
+                       "--algo", algo, "--labels", PAPER_LABELS[algo] or Config.labels,
                        "--layers", str(args.layers), "--width", str(args.width),
                        "--dtype", args.dtype]
             print("  python -m ffnumpy.train " + " ".join(command), flush=True)

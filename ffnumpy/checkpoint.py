@@ -49,24 +49,38 @@ def file_mode():
 
 
 @contextlib.contextmanager
-def signals_held():
-    """Hold SIGINT and SIGTERM until the block ends, then deliver any that arrived.
+def signal_handlers(handlers):
+    """Install ``{signum: handler}`` for the block and restore the previous handlers after.
 
-    Python runs signal handlers in the main thread, so handlers that only record the
-    signal are swapped in for the block (blocking the signal in one thread would not
-    stop the kernel from handing it to another). Outside the main thread: no effect.
+    Python runs signal handlers in the main thread and sets them only there, so outside
+    it the block runs with the handlers as they are.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    arrived = []
-    previous = {sig: signal.signal(sig, lambda signum, frame: arrived.append(signum))
-                for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
     try:
         yield
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def signals_held():
+    """Hold SIGINT and SIGTERM until the block ends, then deliver any that arrived.
+
+    Handlers that only record the signal are swapped in for the block (blocking the
+    signal in one thread would not stop the kernel from handing it to another). Outside
+    the main thread: no effect.
+    """
+    arrived = []
+    record = {sig: lambda signum, frame: arrived.append(signum)
+              for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with signal_handlers(record):
+            yield
+    finally:
         for sig in dict.fromkeys(arrived):  # each kind once, in order of arrival
             signal.raise_signal(sig)
 

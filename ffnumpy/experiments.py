@@ -50,6 +50,7 @@ from pathlib import Path
 from .checkpoint import write_json
 from .config import config_from_args
 from .data import DATA_CACHE
+from .labels import PAPER_LABELS
 from .saving import CHECKPOINT_FILE, MODEL_FILE
 from .train import EXIT_DIVERGED
 from .train import main as train_main
@@ -60,7 +61,7 @@ SCRATCH = DATA_CACHE / "scratch" / "results"  # default --results; git ignores d
 RUNS = DATA_CACHE / "runs" / "experiments"
 LR = {"bp": 0.01, "ff": 0.01, "symba": 0.01}  # earlier presets: 0.01 won a 20-epoch sweep
 RATES = (0.001, 0.01)  # paper Sec. 4: the learning rate is swept over {0.001, 0.01}
-LABELS = {"bp": None, "ff": "overlay", "symba": "icp"}  # the paper's pairing (Tables 1-2)
+LABELS = PAPER_LABELS  # the paper's pairing (Tables 1-2)
 VALIDATION = {"mnist": 10000, "cifar10": 5000, "cifar100": 5000}  # held out (issue 13)
 EVAL_EVERY = {"mnist": 2, "cifar10": 5, "cifar100": 5}  # test + validation cost per epoch
 CIFAR_WIDTH = 1000  # the paper's 2000/3072 take 1-2 h a run on this 2-core CPU

@@ -29,7 +29,8 @@ import numpy as np
 from . import losses
 from .data import CIFAR, data_root, load_dataset
 from .download import UnsafeFileError, _RestrictedUnpickler
-from .labels import make_encoder
+from .config import Config
+from .labels import PAPER_LABELS, make_encoder
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -45,7 +46,6 @@ Y_TICKS = (1, 2, 3, 5, 10, 20, 30, 50, 70, 100)  # test error axis (%, log scale
 CIFAR_WIDTH = 1000  # preset table2's CIFAR-10 runs long enough to show a trend are 3 x 1000
 
 NAMES = {"symba": "SymBa", "ff": "FF", "bp": "BP"}
-PAPER_LABELS = {"ff": "overlay", "symba": "icp"}  # paper Tables 1-2; BP takes no label
 COLORS = {"symba": "tab:blue", "ff": "tab:orange", "bp": "0.35"}
 SIGN_STYLE = {"pos": "-", "neg": "--"}  # gradient balance: one line style per sign
 FONT = {"font.size": 13, "axes.titlesize": 13, "axes.labelsize": 13, "legend.fontsize": 11,
@@ -89,7 +89,7 @@ def runs_of(folder, **match):
     for path in sorted(Path(folder).glob("*.json")):
         m = load_metrics(path)
         cfg = m["config"]
-        paired = cfg.get("labels") == PAPER_LABELS.get(cfg["algo"], cfg.get("labels"))
+        paired = PAPER_LABELS.get(cfg["algo"]) in (None, cfg.get("labels"))
         if paired and all(cfg.get(k) == v for k, v in match.items()) and error_curve(m)[0].size:
             groups.setdefault(cfg["algo"], {}).setdefault(cfg["lr"], []).append(m)
     return {algo: groups[algo] for algo in NAMES if algo in groups}
@@ -394,27 +394,52 @@ def plot_gradient_balance(results=RESULTS, preset="seeds", rows=("ff-2x500", "sy
 
 # --- Figure 4: SymBa's test error by ICP rate ---
 
-ICP_RATE = 0.1  # the paper's rate (Sec. 4.3) and the library's default
 PAPER_NAN_BELOW = 0.1  # Sec. 4.3: "if it is smaller than 0.1, the loss converges to NaN"
 
 
 def icp_runs(folder, width=CIFAR_WIDTH):
     """SymBa CIFAR-10 3 x ``width`` runs with ICP labels in ``folder``, as
     {(icp_rate, lr): metrics}; a run's rate is its config's ``icp_rate`` (default 0.1)."""
-    runs = {}
-    for path in sorted(Path(folder).glob("*.json")):
-        m = load_metrics(path)
-        cfg = m["config"]
-        if (cfg["algo"], cfg["dataset"], cfg["layers"], cfg["width"], cfg.get("labels")) \
-                == ("symba", "cifar10", 3, width, "icp") and error_curve(m)[0].size:
-            runs[(cfg.get("icp_rate", ICP_RATE), cfg["lr"])] = m
-    return runs
+    by_lr = runs_of(folder, dataset="cifar10", layers=3, width=width).get("symba", {})
+    return {(m["config"].get("icp_rate", Config.icp_rate), lr): m
+            for lr, runs in by_lr.items() for m in runs}
 
 
 def _trained(m):
     """Epochs a run trained (its last record), and whether that is all it planned."""
     last = m["epochs"][-1]["epoch"] if m["epochs"] else 0
     return last, last >= m["config"]["epochs"] and not m.get("diverged")
+
+
+def _plot_rate_points(ax, lr, points, color, style):
+    """Figure 4's left panel for one learning rate: the last test error of each rate's run
+    (``points``: sorted [(rate, metrics)]). The epochs most runs trained go in the legend;
+    a run that trained other epochs is hollow if stopped and says its epoch."""
+    marker, line = style
+    ys = [error_curve(m)[1][-1] for _, m in points]
+    ax.plot([rate for rate, _ in points], ys, line, color="0.5", lw=1, zorder=1)
+    trained = [_trained(m) for _, m in points if not m.get("diverged")]
+    usual = max(set(trained), key=trained.count) if trained else None
+    for (rate, m), y in zip(points, ys):
+        last, complete = _trained(m)
+        if m.get("diverged"):
+            ax.plot(rate, y, "x", color="tab:red", ms=11, mew=2.5)
+            ax.annotate(f"NaN at epoch {last + 1}", (rate, y), textcoords="offset points",
+                        xytext=(6, 6), fontsize=10, color="tab:red")
+            continue
+        ax.plot(rate, y, marker, ms=9, color=color[rate], mew=2,
+                mfc=color[rate] if complete else "white")
+        if (last, complete) != usual:
+            ax.annotate(f"epoch {last}", (rate, y), textcoords="offset points",
+                        xytext=(7, -3), fontsize=10)
+    if usual is None:
+        ax.plot([], [], "x" + line, color="tab:red", mew=2.5, label=f"lr {lr:g}, diverged")
+        return
+    epochs, complete = usual
+    text = (f"{epochs} epoch{'s' if epochs > 1 else ''}"
+            + ("" if complete else ", stopped (hollow)"))
+    ax.plot([], [], marker + line, color="0.5", mew=2, mfc="0.5" if complete else "white",
+            label=f"lr {lr:g}, {text}")
 
 
 def plot_figure4(results=RESULTS, preset="fig4", width=CIFAR_WIDTH):
@@ -429,6 +454,7 @@ def plot_figure4(results=RESULTS, preset="fig4", width=CIFAR_WIDTH):
     cmap = plt.get_cmap("viridis")
     color = {rate: cmap(i / max(len(rates) - 1, 1)) for i, rate in enumerate(rates)}
     styles = {0.001: ("o", "-"), 0.01: ("s", "--")}
+    low, high = min(rates + [PAPER_NAN_BELOW]) / 1.4, max(rates + [PAPER_NAN_BELOW]) * 1.4
     with plt.rc_context(FONT):
         fig, (left, right) = plt.subplots(1, 2, figsize=(14, 5.2), layout="constrained")
         if not runs:
@@ -437,45 +463,20 @@ def plot_figure4(results=RESULTS, preset="fig4", width=CIFAR_WIDTH):
                         transform=ax.transAxes)
         labelled = set()  # rates named in the right panel's legend
         for lr in sorted({lr for _, lr in runs}):
-            marker, line = styles.get(lr, ("^", ":"))
+            style = styles.get(lr, ("^", ":"))
             points = sorted((rate, m) for (rate, r), m in runs.items() if r == lr)
-            trained = [_trained(m) for _, m in points]
-            kept = [t for t, (_, m) in zip(trained, points) if not m.get("diverged")]
-            usual = max(set(kept), key=kept.count) if kept else None  # said once, in the legend
-            xs = [rate for rate, _ in points]
-            ys = [error_curve(m)[1][-1] for _, m in points]
-            left.plot(xs, ys, line, color="0.5", lw=1, zorder=1)
-            for (rate, m), y, (last, complete) in zip(points, ys, trained):
-                if m.get("diverged"):
-                    left.plot(rate, y, "x", color="tab:red", ms=11, mew=2.5)
-                    left.annotate(f"NaN at epoch {last + 1}", (rate, y), textcoords="offset "
-                                  "points", xytext=(6, 6), fontsize=10, color="tab:red")
-                    continue
-                left.plot(rate, y, marker, ms=9, color=color[rate],
-                          mfc=color[rate] if complete else "white", mew=2)
-                if (last, complete) != usual:
-                    left.annotate(f"epoch {last}", (rate, y), textcoords="offset points",
-                                  xytext=(7, -3), fontsize=10)
-            if usual:
-                epochs_text = (f"{usual[0]} epoch{'s' if usual[0] > 1 else ''}"
-                               + ("" if usual[1] else ", stopped (hollow)"))
-                left.plot([], [], marker + line, color="0.5", mew=2,
-                          mfc="0.5" if usual[1] else "white", label=f"lr {lr:g}, {epochs_text}")
-            else:
-                left.plot([], [], "x" + line, color="tab:red", mew=2.5,
-                          label=f"lr {lr:g}, diverged")
+            _plot_rate_points(left, lr, points, color, style)
             for rate, m in points:
-                epochs, errors = error_curve(m)
-                right.plot(epochs, errors, line, color=color[rate], lw=2,
+                right.plot(*error_curve(m), style[1], color=color[rate], lw=2,
                            label=None if rate in labelled else f"rate {rate:g}")
                 labelled.add(rate)
         for ax in (left, right):
             ax.grid(alpha=0.3)
             ax.set_ylabel("test error (%)")
-        left.axvspan(min(rates + [PAPER_NAN_BELOW]) / 1.4, PAPER_NAN_BELOW, color="tab:red", alpha=0.08, lw=0,
+        left.axvspan(low, PAPER_NAN_BELOW, color="tab:red", alpha=0.08, lw=0,
                      label=f"paper: loss turns NaN below {PAPER_NAN_BELOW:g}")
         left.set_xscale("log")
-        left.set_xlim(min(rates + [PAPER_NAN_BELOW]) / 1.4, max(rates + [PAPER_NAN_BELOW]) * 1.4)
+        left.set_xlim(low, high)
         left.set_xticks(rates, [f"{r:g}" for r in rates])
         left.xaxis.set_minor_locator(plt.NullLocator())
         left.set_xlabel("ICP rate (fraction of a class pattern's pixels set to 1, log scale)")

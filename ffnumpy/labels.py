@@ -137,6 +137,9 @@ def icp_encoder(n_classes, d_image, pattern_size, rate, rng, dtype="float32"):
     return LabelEncoder("icp", codes, d_image, slice(0, d_image), blank=0)
 
 
+PAPER_LABELS = {"bp": None, "ff": "overlay", "symba": "icp"}  # paper Tables 1-2; BP takes none
+
+
 def make_encoder(kind, n_classes, image_shape, icp_rate, rng, dtype="float32",
                  per_channel=False):
     """Build the label encoder ``kind`` for images of shape (channels, H, W).

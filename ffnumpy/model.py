@@ -294,10 +294,10 @@ class FFNet:
         array of shape (N, C), the goodness summed over the counted layers, or of
         shape (L, N, C) with ``per_layer``.
         """
-        out, _ = self._label_pass(x)  # (L, N, C)
+        out, _ = self.goodness_and_dead_fraction(x)  # (L, N, C)
         return out if per_layer else self.sum_layers(out)
 
-    def goodness_and_dead_fraction(self, x, y):
+    def goodness_and_dead_fraction(self, x, y=None):
         """Per-layer goodness of every image with every label, and the dead ReLUs, in one pass.
 
         A unit that never fires on positive data gets no gradient from the goodness
@@ -309,23 +309,17 @@ class FFNet:
         Parameters
         ----------
         x : array of shape (N, D_img)
-        y : integer array of shape (N,)
-            True labels.
+        y : integer array of shape (N,), optional
+            True labels; without them only the goodness is computed.
 
         Returns
         -------
         goodness : array of shape (L, N, C)
             As :meth:`goodness_per_label` with ``per_layer``.
-        dead : array of shape (L,)
+        dead : array of shape (L,), or None without ``y``
             Per layer, the fraction of units silent on every image of ``x`` paired with
             its label.
         """
-        return self._label_pass(x, y)
-
-    def _label_pass(self, x, y=None):
-        """Forward every image with every label in chunks; with ``y``, also track which
-        units fire on some image paired with its true label. Returns (L, N, C) goodness
-        and the (L,) dead fractions (None without ``y``)."""
         xp, C, ws = self.xp, self.encoder.n_classes, self.workspace
         chunk = self.prediction_chunk(C)
         out = xp.zeros((self.n_layers, x.shape[0], C), dtype=self.dtype)  # (L, N, C)

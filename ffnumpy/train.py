@@ -25,7 +25,6 @@ import shlex
 import signal
 import sys
 import tempfile
-import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -40,6 +39,7 @@ from .checkpoint import (
     describe_os_error,
     load_archive,
     save_archive,
+    signal_handlers,
     write_json,
 )
 from .config import Config, config_from_args
@@ -445,19 +445,11 @@ def _raise_terminated(signum, frame):
     raise Terminated
 
 
-@contextlib.contextmanager
 def sigterm_stops():
     """SIGTERM raises :class:`Terminated` for the block (main thread only), so a SIGTERM
     before the loop's own handler is in place, or one held back during a file write and
     delivered afterwards, ends in one line rather than a silent exit."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    return signal_handlers({signal.SIGTERM: _raise_terminated})
 
 
 def main(argv=None):
