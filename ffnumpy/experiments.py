@@ -47,7 +47,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .checkpoint import write_json
+from .checkpoint import atomic_write, describe_os_error, write_json
 from .config import config_from_args
 from .data import DATA_CACHE
 from .labels import PAPER_LABELS
@@ -62,7 +62,7 @@ RUNS = DATA_CACHE / "runs" / "experiments"
 LR = {"bp": 0.01, "ff": 0.01, "symba": 0.01}  # earlier presets: 0.01 won a 20-epoch sweep
 RATES = (0.001, 0.01)  # paper Sec. 4: the learning rate is swept over {0.001, 0.01}
 LABELS = PAPER_LABELS  # the paper's pairing (Tables 1-2)
-VALIDATION = {"mnist": 10000, "cifar10": 5000, "cifar100": 5000}  # held out (issue 13)
+VALIDATION = {"mnist": 10000, "cifar10": 5000, "cifar100": 5000}  # held-out images
 EVAL_EVERY = {"mnist": 2, "cifar10": 5, "cifar100": 5}  # test + validation cost per epoch
 CIFAR_WIDTH = 1000  # the paper's 2000/3072 take 1-2 h a run on this 2-core CPU
 VAL_WINDOW = 3  # evaluations averaged for the validation pick (single epochs swing)
@@ -91,6 +91,7 @@ class Row:
     seed_group: str = field(default=None)  # earlier presets: rows aggregated over seeds
     group: str = None
     stop_reason: str = ""
+    imported: bool = False  # run elsewhere: read from its committed metrics, never trained
 
     def __post_init__(self):
         self.group = self.group or self.seed_group or self.name
@@ -137,15 +138,36 @@ TABLE2_PAPER = {("cifar10", 2000): {"bp": 42.66, "ff": 49.32, "symba": 41.23},
 TABLE3_PAPER = {("ff", "overlay"): 49.63, ("ff", "icp"): 48.83,
                 ("symba", "overlay"): 41.23, ("symba", "icp"): 40.91}
 ICP_RATES = (0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
-WIDE_MNIST = ("not run here: needs a GPU (0.8-1.4 h a run on this 2-core CPU; FF 2 x 2000 "
-              "took 49 min); see README")
-FF_2X2000 = ("the one 2000-unit row run here (seed 0; about 50 min a run on this CPU), the "
-             "row issue 13 reports the rate deciding: lr 0.01 only until it was behind")
-PAPER_WIDTH_CIFAR = "not run here: the paper's width takes 1-2 h a run or more on this CPU"
-DENSE_ICP_NOTE = ("not run here: about 30 min a run on this CPU; the CPU time went to the "
-                  "rates below 0.1 first (the paper's NaN claim)")
-CIFAR_STOPPED = {0.01: "run only until it was behind lr 0.001 at equal epochs (issue 13), "
-                       "then stopped with a checkpoint"}  # lr 0.001 runs all 120 epochs
+WIDE_MNIST = ("not run on the CPU (0.8-1.5 h a run on 2 cores): see the same row on the "
+              "H100 below")
+FF_2X2000 = "run on the CPU (about 50 min a run); also on the H100 below"
+FF_3X2000 = ("lr 0.001 run on the CPU (about 1.5 h), the one cell the H100 runs lack; "
+             "lr 0.01 on the H100 only (below)")
+MNIST_STOPPED = {0.01: "stopped after epoch 20 of 120 as planned: lr 0.01 runs only until it "
+                       "can be compared with lr 0.001 at equal epochs (CPU time)"}
+PAPER_WIDTH_CIFAR = ("not run at 120 epochs on the CPU: about 2 h a run with both cores; "
+                     "2-epoch runs are in table2-3x3072-e2.md")
+DENSE_ICP_NOTE = "about 30 min a run on the CPU"
+GPU_IMPORTED = ("ran on one NVIDIA H100 with --backend cupy (this project's commands at commit "
+                "299d0ee), all 60,000 training images, no validation split, test error every "
+                "epoch; metrics committed, not rerun by this preset")
+CIFAR_STOPPED = {0.01: "run only until it was behind lr 0.001 at equal epochs, then stopped "
+                       "with a checkpoint"}  # lr 0.001 runs all 120 epochs
+
+
+def gpu_rows(group, algo, layers, width, paper, rates=RATES):
+    """Runs made on a GPU with ``--backend cupy`` and no validation split, one per rate,
+    read from their committed metrics (:data:`GPU_IMPORTED`); the preset never trains
+    them. Named ``<group>-lr<lr>``."""
+    rows = []
+    for lr in rates:
+        flags = {"dataset": "mnist", "algo": algo, "layers": layers, "width": width, "lr": lr,
+                 "backend": "cupy"}
+        if LABELS[algo]:
+            flags["labels"] = LABELS[algo]
+        rows.append(Row(f"{group}-lr{lr}", flags, paper, GPU_IMPORTED, group=group,
+                        imported=True))
+    return rows
 
 
 def _table1():
@@ -153,10 +175,16 @@ def _table1():
     for (layers, width), paper in TABLE1_PAPER.items():
         for algo, p in paper.items():
             seeds = (0, 1, 2) if (layers, width) == (2, 500) else (0,)
-            note = ("" if width == 500 else FF_2X2000 if (algo, layers) == ("ff", 2)
-                    else WIDE_MNIST)
+            note = ("" if width == 500 else {("ff", 2): FF_2X2000, ("ff", 3): FF_3X2000}
+                    .get((algo, layers), WIDE_MNIST))
+            stop = MNIST_STOPPED if (algo, layers, width) == ("ff", 2, 2000) else None
             rows += rate_rows(f"{algo}-{layers}x{width}", algo, "mnist", layers, width, p,
-                              seeds=seeds, note=note)
+                              seeds=seeds, note=note, stop_reason=stop)
+    for (layers, width), paper in TABLE1_PAPER.items():
+        if width == 2000:  # the paper's widest rows, also run on a GPU
+            for algo, p in paper.items():
+                rates = (0.01,) if (algo, layers) == ("ff", 3) else RATES  # lr 0.001: CPU
+                rows += gpu_rows(f"{algo}-{layers}x{width}-h100", algo, layers, width, p, rates)
     return rows
 
 
@@ -323,13 +351,44 @@ def run_row(run_dir, argv):
     return "done"
 
 
+class MetricsError(Exception):
+    """A metrics file that is not one ffnumpy wrote (damaged, truncated, another format)."""
+
+
+def load_metrics(path):
+    """The metrics dict in ``path`` (a run's ``metrics.json`` or its committed copy).
+
+    Raises
+    ------
+    MetricsError
+        One line naming the file and what is wrong with it.
+    """
+    try:
+        m = json.loads(Path(path).read_bytes())
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise MetricsError(f"{path} is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise MetricsError(f"{path} is nested too deeply to be a metrics file") from None
+    if not isinstance(m, dict) or not isinstance(m.get("config"), dict) \
+            or not isinstance(m.get("epochs"), list) \
+            or not all(isinstance(r, dict) and "epoch" in r for r in m["epochs"]) \
+            or not isinstance(m["config"].get("epochs"), int):
+        raise MetricsError(f"{path} is not an ffnumpy metrics file (it needs a 'config' "
+                           "with 'epochs' and a list of epoch records)")
+    return m
+
+
 def _read_metrics(run_dir):
+    """The run's metrics, marked ``diverged`` and given its ``stopped`` reason from the
+    run folder's marker files; None if the run wrote none yet."""
     path = run_dir / "metrics.json"
     if not path.is_file():
         return None
-    m = json.loads(path.read_text())
+    m = load_metrics(path)
     if (run_dir / DIVERGED).is_file():
         m["diverged"] = True
+    if (run_dir / STOPPED).is_file():
+        m["stopped"] = (run_dir / STOPPED).read_text().strip().splitlines()[0]
     return m
 
 
@@ -351,22 +410,44 @@ class RunState:
         return self.kind in ("done", "stopped") and bool(self.epochs)
 
 
-def _config_differences(row, argv, config):
+def _config_differences(row, argv, config, free=CONFIG_FREE):
     """``key: run value (row: value)`` for every setting that makes the run another row."""
     expected = dataclasses.asdict(config_from_args(argv)[0])
     return [f"{k} {config[k]!r} (row: {v!r})" for k, v in expected.items()
-            if k not in CONFIG_FREE and k in config and config[k] != v]
+            if k not in free and k in config and config[k] != v]
 
 
-def read_run(row, run_dir, argv):
-    """The :class:`RunState` of ``row``'s run folder (``argv``: the row's train flags)."""
+def committed_copy(row, epochs, copies):
+    """The first ``<folder>/<row>-e<epochs>.json`` among ``copies`` (metrics copies written
+    by :func:`summarize`), else the row's longest copy of another length, or None."""
+    for folder in copies:
+        path = folder / f"{row.name}-e{row_epochs(row, epochs)}.json"
+        if path.is_file():
+            return path
+    for folder in copies:  # a run of the row at another length, the longest (its cells say)
+        runs = {int(p.stem.rsplit("-e", 1)[1]): p for p in folder.glob(f"{row.name}-e*.json")
+                if p.stem.rsplit("-e", 1)[1].isdigit()}
+        if runs:
+            return runs[max(runs)]
+    return None
+
+
+def read_run(row, run_dir, argv, copy=None):
+    """The :class:`RunState` of ``row``: from its run folder, else from ``copy`` (the
+    committed copy of its metrics, see :func:`committed_copy`). ``argv``: the row's train
+    flags."""
     m = _read_metrics(run_dir)
+    from_copy = m is None and copy is not None
+    if from_copy:
+        m = load_metrics(copy)
     config_file = run_dir / "config.json"
     if m is None:
         if config_file.is_file():
             return RunState("started", "started, no epoch finished yet")
         return RunState("not run", "not run")
-    diffs = _config_differences(row, argv, m["config"])
+    # a committed copy may be of another length than asked (its cells say how long)
+    diffs = _config_differences(row, argv, m["config"],
+                                CONFIG_FREE + ("epochs",) if from_copy else CONFIG_FREE)
     if diffs:
         return RunState("differs", "run folder holds another configuration: "
                         + ", ".join(diffs), metrics=m)
@@ -377,13 +458,13 @@ def read_run(row, run_dir, argv):
     if m.get("diverged"):
         return RunState("diverged", f"diverged (NaN) at epoch {done + 1}/{total}", evaluated,
                         m, last)
-    if done >= total and (run_dir / MODEL_FILE).is_file():
+    finished = (m.get("final_test_error") is not None if from_copy
+                else (run_dir / MODEL_FILE).is_file())
+    if done >= total and finished:
         return RunState("done", f"{done}/{total}", evaluated, m, last)
-    reason = row.stop_reason
-    if (run_dir / STOPPED).is_file():
-        reason = (run_dir / STOPPED).read_text().strip().splitlines()[0]
-    text = (f"stopped at epoch {done}/{total}: {reason}" if reason
-            else f"running or stopped at epoch {done}/{total}")
+    reason = m.get("stopped") or row.stop_reason
+    text = (f"stopped after epoch {done}/{total}: {reason}" if reason
+            else f"running or stopped after epoch {done}/{total}")
     return RunState("stopped", text, evaluated, m, last)
 
 
@@ -452,7 +533,7 @@ def _rate_cell(states, bold):
         return "not run"
     if not usable:
         s = states[0]
-        return f"{s.kind} at {len(s.metrics['epochs'])}/{s.metrics['config']['epochs']}, " \
+        return f"{s.kind} after {len(s.metrics['epochs'])}/{s.metrics['config']['epochs']}, " \
                "not evaluated yet" if s.kind == "stopped" else s.kind
     finals = [100 * s.epochs[-1]["test_error"] for s in usable]
     value = f"{statistics.mean(finals):.2f}"
@@ -461,16 +542,21 @@ def _rate_cell(states, bold):
     value = f"**{value}**" if bold else value
     state = min(usable, key=lambda s: s.last_epoch)
     total = state.metrics["config"]["epochs"]
+    trained = len(state.metrics["epochs"])
     where = (f"{state.last_epoch}/{total}" if state.kind == "done"
-             else f"stopped at {len(state.metrics['epochs'])}/{total}")
+             else f"epoch {state.last_epoch}, stopped after {trained}/{total}"
+             if state.last_epoch != trained else f"stopped after {trained}/{total}")
     seeds = f"{len(usable)} seeds, " if len(usable) > 1 else ""
     return f"{value} ({seeds}{where})"
 
 
 def _command(row, epochs, backend, data_dir, state):
-    """The train command of ``row``; the data folder is the one given, else the run's."""
-    if data_dir is None and state.metrics is not None:
-        data_dir = state.metrics["config"].get("data_dir")
+    """The train command of ``row``; the data folder and length are the ones given, else
+    the run's."""
+    if state.metrics is not None:
+        data_dir = data_dir or state.metrics["config"].get("data_dir")
+        if state.metrics["config"]["epochs"] != row_epochs(row, epochs):
+            epochs = state.metrics["config"]["epochs"]
     return "python -m ffnumpy.train " + shlex.join(train_argv(row.flags, epochs, backend,
                                                               data_dir))
 
@@ -485,27 +571,68 @@ PROTOCOL_TEXT = (
     "(held-out training images, never trained on), averaged over the last {window} "
     "evaluations up to that same epoch; 'its test error' is where that rate ends, the "
     "row's figure under the validation protocol (mean over seeds). "
-    "A run 'stopped at N/120' has no final model; its figures are at epoch N, not final.")
+    "A run 'stopped after N/120' has no final model; its figure is from its last evaluation "
+    "(epoch N, or the epoch named beside it), not final.")
+
+
+def results_count(table):
+    """How many runs of a table written by :func:`summarize` have a test error."""
+    part = table.split("\nRuns (", 1)[-1] if "\nRuns (" in table else ""
+    count = 0
+    for line in part.splitlines():
+        cells = [c.strip() for c in line.split("|")[1:-1]]
+        if len(cells) > 3 and cells[0] not in ("run", "---") and cells[3] not in ("", "-"):
+            count += 1
+    return count
+
+
+def write_results(path, text, metrics_copies, looked_in):
+    """Write the table ``path`` and the metrics copies, each atomically; refuse (exit 2)
+    to replace a table that holds more runs with results than ``text`` does."""
+    if path.is_file():
+        try:
+            before = results_count(path.read_text())
+        except (OSError, UnicodeDecodeError):
+            before = 0
+        after = results_count(text)
+        if after < before:
+            raise SystemExit(
+                f"{PROG}: error: {path} holds {before} runs with results, the new table "
+                f"would hold {after} (runs looked for in {looked_in}); not overwritten: "
+                "point --runs at the run folders, or write elsewhere with --results DIR")
+    try:
+        for copy, metrics in metrics_copies.items():
+            write_json(copy, metrics)
+        data = text.encode()
+        atomic_write(path, lambda f: f.write(data))
+    except OSError as exc:
+        raise SystemExit(f"{PROG}: error: {describe_os_error(exc)}; choose a writable "
+                         "folder with --results DIR") from None
 
 
 def summarize(preset, rows, epochs, out_root, backend=None, data_dir=None, results_root=SCRATCH,
               command=None):
-    """Write ``<preset>.md`` and copies of each row's metrics to ``results_root``;
-    ``command`` is the experiments command that wrote it (default ``PROG preset``).
+    """The text of ``<preset>.md``, and copies of each row's metrics written to
+    ``results_root/<preset>/``; ``command`` is the experiments command that wrote it
+    (default ``PROG preset``).
 
-    One line per paper row (both rates, the two picks, seeds, device), then one line per
-    run (status, errors, seconds per epoch, device, exact command)."""
+    A row's metrics come from its run folder under ``out_root``, else from a copy already
+    in ``results_root/<preset>/`` or the committed ``data_cache/results/<preset>/``. One
+    line per paper row (both rates, the two picks, seeds, device), then one line per run
+    (status, errors, seconds per epoch, device, exact command)."""
     results = results_root / preset
-    groups, run_lines = {}, []
+    copies = list(dict.fromkeys([results, RESULTS / preset]))
+    groups, run_lines, metrics_copies = {}, [], {}
     for row in rows:
         run_dir = row_dir(row, epochs, out_root)
         argv = train_argv(row.flags, epochs, backend, data_dir)
-        state = read_run(row, run_dir, argv)
+        state = read_run(row, run_dir, argv, committed_copy(row, epochs, copies))
         train_command = _command(row, epochs, backend, data_dir, state)
         groups.setdefault(row.group, []).append((row, state))
-        if state.metrics is not None:
-            write_json(results / f"{row.name}-e{row_epochs(row, epochs)}.json",
-                       state.metrics)  # "diverged": true where the NaN guard stopped it
+        if state.metrics is not None and state.kind != "differs":
+            # "diverged": true where the NaN guard stopped it, "stopped": the reason
+            length = state.metrics["config"]["epochs"]
+            metrics_copies[results / f"{row.name}-e{length}.json"] = state.metrics
         cells = ["", "", "", "", ""]
         if state.metrics is not None and state.metrics["epochs"]:
             m = state.metrics
@@ -536,7 +663,8 @@ def summarize(preset, rows, epochs, out_root, backend=None, data_dir=None, resul
         paper_lr = pick["paper"] if pick else None
         with_data = {lr: [s for r, s in members if r.flags["lr"] == lr and s.metrics]
                      for lr in rates}
-        cells = [_rate_cell(with_data[lr], lr == paper_lr) for lr in rates]
+        cells = [_rate_cell(with_data[lr], lr == paper_lr)
+                 if any(r.flags["lr"] == lr for r, _ in members) else "-" for lr in rates]
         paper_pick = val_pick = val_test = "-"
         if pick:
             at = "" if pick["final"] else f" at epoch {pick['epoch']}"
@@ -563,10 +691,7 @@ def summarize(preset, rows, epochs, out_root, backend=None, data_dir=None, resul
               f"| run | lr | status | test | val | val, last {VAL_WINDOW} | s/epoch (train) "
               "| device | command |", "|---|---|---|---|---|---|---|---|---|",
               *run_lines]
-    text = "\n".join(lines) + "\n"
-    results.mkdir(parents=True, exist_ok=True)
-    (results_root / f"{preset}.md").write_text(text)
-    return text
+    return "\n".join(lines) + "\n", metrics_copies
 
 
 def _rel(path):
@@ -578,14 +703,56 @@ def _rel(path):
 
 
 def select(rows, patterns):
+    """The rows whose names match one of the glob ``patterns`` (all without patterns), or
+    None when none matches."""
     if not patterns:
         return rows
     chosen = [r for r in rows if any(fnmatch.fnmatch(r.name, p) for p in patterns)]
-    if not chosen:
-        names = ", ".join(r.name for r in rows)
-        raise SystemExit(f"{PROG}: error: --only {' '.join(patterns)} matches no row; rows "
-                         f"are: {names}")
-    return chosen
+    return chosen or None
+
+
+# --- the plan and its cost ---
+
+IMAGES = {"mnist": (60000, 10000, 784, 10), "fashion-mnist": (60000, 10000, 784, 10),
+          "cifar10": (50000, 10000, 3072, 10),
+          "cifar100": (50000, 10000, 3072, 100)}  # train, test, D_img, classes
+CPU_FLOPS = 100e9  # float32 FLOP/s of the project's runs on a 2-core CPU (rough, measured)
+ASK_ABOVE_SECONDS = 1800  # a plan estimated longer than this needs --yes
+
+
+def epoch_flops(flags):
+    """Rough float32 FLOPs of one epoch of a row: the matrix products of training (forward
+    and weight gradient; backprop also the input gradient; FF and SymBa on positive and
+    negative data) and of its evaluations on the test and validation sets."""
+    cfg, _ = config_from_args(train_argv(flags))
+    n_train, n_test, d_img, classes = IMAGES[cfg.dataset]
+    widths = [d_img] + [cfg.width] * cfg.layers
+    macs = sum(a * b for a, b in zip(widths, widths[1:]))  # per image, all layers
+    if cfg.algo == "bp":  # forward, input and weight gradients; runs at about a third of
+        # FF's FLOP rate here (measured: its element-wise work is a larger share)
+        train, evaluate = 3 * 3 * macs, macs + cfg.width * classes
+    else:  # positive and negative; evaluation scores every class (first layer split)
+        train = 2 * 2 * macs
+        evaluate = widths[0] * widths[1] + classes * (macs - widths[0] * widths[1])
+    images_eval = (n_test + cfg.validation) / cfg.eval_every
+    return 2 * (train * (n_train - cfg.validation) + evaluate * images_eval)
+
+
+def plan_seconds(rows, epochs, out_root):
+    """Estimated CPU seconds of the rows still to train (done and imported rows cost 0)."""
+    total = 0.0
+    for row in rows:
+        run_dir = row_dir(row, epochs, out_root)
+        m = None if row.imported else _read_metrics(run_dir)
+        if row.imported or (m is not None and m.get("final_test_error") is not None):
+            continue
+        left = row_epochs(row, epochs) - (len(m["epochs"]) if m else 0)
+        total += max(left, 0) * epoch_flops(row.flags) / CPU_FLOPS
+    return total
+
+
+def _duration(seconds):
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
 
 
 def main(argv=None):
@@ -607,29 +774,62 @@ def main(argv=None):
     parser.add_argument("--list", action="store_true", help="print the rows' commands and stop")
     parser.add_argument("--table-only", action="store_true",
                         help="write the table from the runs so far; train nothing")
+    parser.add_argument("--yes", action="store_true",
+                        help=f"start a plan estimated at over {ASK_ABOVE_SECONDS // 60} min "
+                        "of CPU time without asking")
     args = parser.parse_args(argv)
     if args.epochs is not None and args.epochs < 1:
         parser.error(f"--epochs must be at least 1, got {args.epochs}")
     out_root = Path(args.runs) if args.runs else RUNS
     results_root = Path(args.results) if args.results else SCRATCH
-    rows = select(PRESETS[args.preset](), args.only)
+    all_rows = PRESETS[args.preset]()
+    rows = select(all_rows, args.only)
+    if rows is None:
+        parser.error(f"--only {' '.join(args.only)} matches no row; rows are: "
+                     + ", ".join(r.name for r in all_rows))
     if args.list:
         for row in rows:
             print(f"{row.name}: python -m ffnumpy.train "
-                  + shlex.join(train_argv(row.flags, args.epochs, args.backend, args.data_dir)))
+                  + shlex.join(train_argv(row.flags, args.epochs, args.backend, args.data_dir))
+                  + ("  (imported: " + row.note + ")" if row.imported else ""))
         return rows
-    if not args.table_only:
-        for i, row in enumerate(rows, 1):
-            run_dir = row_dir(row, args.epochs, out_root)
-            print(f"[{i}/{len(rows)}] {args.preset}: {row.name} -> {run_dir}", flush=True)
-            run_row(run_dir, train_argv(row.flags, args.epochs, args.backend, args.data_dir))
-    text = summarize(args.preset, PRESETS[args.preset](), args.epochs, out_root,
-                     args.backend, args.data_dir, results_root,
-                     f"{PROG} {shlex.join(sys.argv[1:] if argv is None else argv)}")
+    try:
+        if not args.table_only:
+            train_rows(args, rows, out_root)
+        text, metrics_copies = summarize(
+            args.preset, all_rows, args.epochs, out_root, args.backend, args.data_dir,
+            results_root, f"{PROG} {shlex.join(sys.argv[1:] if argv is None else argv)}")
+    except MetricsError as exc:
+        raise SystemExit(f"{PROG}: error: {exc}; move the file away, or delete the run "
+                         "folder to run the row again") from None
+    table = results_root / f"{args.preset}.md"
+    write_results(table, text, metrics_copies,
+                  f"{out_root} and {results_root / args.preset}/"
+                  + ("" if results_root == RESULTS else f", {RESULTS / args.preset}/"))
     print(text)
-    print(f"wrote {results_root / (args.preset + '.md')} and the rows' metrics in "
-          f"{results_root / args.preset}/")
+    print(f"wrote {table} and the rows' metrics in {results_root / args.preset}/")
     return rows
+
+
+def train_rows(args, rows, out_root):
+    """Train the selected rows one after another, after saying what that costs (and asking
+    for --yes above :data:`ASK_ABOVE_SECONDS`); imported rows are only named."""
+    to_train = [row for row in rows if not row.imported]
+    for row in rows:
+        if row.imported:
+            print(f"{row.name}: not trained here ({row.note})")
+    seconds = plan_seconds(to_train, args.epochs, out_root)
+    print(f"{args.preset}: {len(to_train)} rows, estimated {_duration(seconds)} of CPU time "
+          f"at {CPU_FLOPS / 1e9:.0f} GFLOP/s (minutes on a GPU with --backend cupy)",
+          flush=True)
+    if seconds > ASK_ABOVE_SECONDS and not args.yes:
+        raise SystemExit(f"{PROG}: error: this plan would train for about {_duration(seconds)}; "
+                         "add --yes to start it, or choose rows with --only GLOB (--list "
+                         "shows them)")
+    for i, row in enumerate(to_train, 1):
+        run_dir = row_dir(row, args.epochs, out_root)
+        print(f"[{i}/{len(to_train)}] {args.preset}: {row.name} -> {run_dir}", flush=True)
+        run_row(run_dir, train_argv(row.flags, args.epochs, args.backend, args.data_dir))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,13 @@ from tests.conftest import make_tiny_mnist
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(autouse=True)
+def no_committed_metrics(tmp_path, monkeypatch):
+    """Tables read here come from the test's own run folders, not from the committed
+    metrics copies (tests that want those say so)."""
+    monkeypatch.setattr(experiments, "RESULTS", tmp_path / "committed")
+
+
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_every_row_is_a_valid_train_command(preset):
     rows = PRESETS[preset]()
@@ -27,9 +34,16 @@ def test_every_row_is_a_valid_train_command(preset):
 
 
 def test_table1_runs_every_row_at_both_rates_with_validation():
-    rows = {r.name: r for r in PRESETS["table1"]()}
+    every = {r.name: r for r in PRESETS["table1"]()}
+    rows = {name: r for name, r in every.items() if not r.imported}
     # 12 paper rows x 2 rates, and seeds 1 and 2 of the three 2 x 500 rows at both rates
     assert len(rows) == 12 * 2 + 3 * 2 * 2
+    # the GPU runs of the six 2000-unit rows are rows of their own (11 runs: FF 3 x 2000 at
+    # lr 0.001 ran on the CPU only), never trained by the preset
+    imported = {name: r for name, r in every.items() if r.imported}
+    assert len(imported) == 11 and "ff-3x2000-h100-lr0.001" not in imported
+    assert all(r.group.endswith("-h100") and r.flags["backend"] == "cupy"
+               and "validation" not in r.flags for r in imported.values())
     assert train_argv(rows["symba-2x500-lr0.001"].flags) == [
         "mnist", "--algo", "symba", "--layers", "2", "--width", "500", "--lr", "0.001",
         "--validation", "10000", "--eval-every", "2", "--labels", "icp"]
@@ -144,21 +158,22 @@ def test_a_stopped_run_is_marked_and_picks_are_made_at_equal_epochs(tmp_path):
     table = _table(tmp_path, "table2")
     cells = [c.strip() for c in _line(table, "symba-cifar10-3x1000").split("|")[1:-1]]
     assert cells[2] == "**40.00** (120/120)"
-    assert cells[3] == "70.00 (stopped at 20/120)"
+    assert cells[3] == "70.00 (stopped after 20/120)"
     assert cells[4] == ("lr 0.001, provisional: picked at epoch 20, the last epoch both "
                         "rates reached")
     assert cells[5] == "lr 0.001 (validation 51.67 vs 75.00 at epoch 20)"
     assert cells[6] == "40.00"  # picked at epoch 20 (45.00 there); the row ends at 40.00
     run_line = _line(table, "symba-cifar10-3x1000-lr0.01", runs=True)
-    assert "stopped at epoch 20/120: run only until" in run_line
+    assert "stopped after epoch 20/120: run only until" in run_line
     # a STOPPED file in the run folder gives the reason instead, and a run without a
     # reason may still be training
     (runs / "symba-cifar10-3x1000-lr0.01-e120" / "STOPPED").write_text("power cut\n")
-    assert "stopped at epoch 20/120: power cut" in _table(tmp_path, "table2")
+    assert "stopped after epoch 20/120: power cut" in _table(tmp_path, "table2")
     # without its model the finished run counts as stopped too
     (done / "model.npz").unlink()
     table = _table(tmp_path, "table2")
-    assert "stopped at epoch 120/120" in _line(table, "symba-cifar10-3x1000-lr0.001", runs=True)
+    assert "stopped after epoch 120/120" in _line(table, "symba-cifar10-3x1000-lr0.001",
+                                                  runs=True)
     cells = [c.strip() for c in _line(table, "symba-cifar10-3x1000").split("|")[1:-1]]
     assert cells[6] == "40.00 (epoch 120, not final)"
 
@@ -173,11 +188,11 @@ def test_a_run_without_reason_may_still_be_running_and_a_foreign_run_is_flagged(
     (started / "config.json").write_text("{}")
     table = _table(tmp_path)
     assert "started, no epoch finished yet" in _line(table, "ff-2x500-lr0.01", runs=True)
-    assert "running or stopped at epoch 4/120" in _line(table, "bp-2x500-lr0.001", runs=True)
+    assert "running or stopped after epoch 4/120" in _line(table, "bp-2x500-lr0.001", runs=True)
     foreign = _line(table, "bp-2x500-lr0.01", runs=True)
     assert "another configuration: lr 0.001 (row: 0.01)" in foreign
     cells = [c.strip() for c in _line(table, "bp-2x500").split("|")[1:-1]]
-    assert cells[2] == "5.00 (stopped at 4/120)" and cells[3] == "differs"
+    assert cells[2] == "5.00 (stopped after 4/120)" and cells[3] == "differs"
     assert cells[4] == "-"  # no pick with one usable rate
 
 
@@ -215,23 +230,19 @@ def _git_status():
 
 
 def test_a_preset_with_default_folders_leaves_the_repository_clean(tmp_path, monkeypatch):
-    """Issue 14, item 10: the default results folder is a scratch folder git ignores. The
-    run folders' default is ignored too; here it is moved to tmp_path so that the test
-    leaves no 1-epoch run behind in the repository."""
+    """The default results and run folders are ones git ignores (asked of git, so that
+    the test writes nothing into the checkout); a preset run with them moved to tmp_path
+    changes nothing tracked."""
     before = _git_status()
+    for default in (experiments.SCRATCH / "seeds.md", experiments.RUNS / "bp-2x500-e1"):
+        ignored = subprocess.run(["git", "-C", str(REPO), "check-ignore", "-q", str(default)])
+        assert ignored.returncode == 0, f"{default} is not ignored by git"
     monkeypatch.setattr(experiments, "RUNS", tmp_path / "runs")
-    scratch = experiments.SCRATCH
-    created = [p for p in (scratch / "seeds.md", scratch / "seeds" / "bp-2x500-e1.json")
-               if not p.exists()]
+    monkeypatch.setattr(experiments, "SCRATCH", tmp_path / "scratch")
     data = make_tiny_mnist(tmp_path / "data" / "mnist").parent
-    try:
-        main(["seeds", "--only", "bp-2x500", "--epochs", "1", "--data-dir", str(data)])
-        assert (scratch / "seeds.md").is_file()
-        assert (scratch / "seeds" / "bp-2x500-e1.json").is_file()
-        assert _git_status() == before
-    finally:
-        for path in created:
-            path.unlink(missing_ok=True)
+    main(["seeds", "--only", "bp-2x500", "--epochs", "1", "--data-dir", str(data)])
+    assert (tmp_path / "scratch" / "seeds" / "bp-2x500-e1.json").is_file()
+    assert _git_status() == before
 
 
 def test_a_diverged_row_is_recorded_and_not_retried(tmp_path, monkeypatch):
@@ -261,7 +272,97 @@ def test_a_diverged_run_says_so_in_the_table_and_its_metrics_copy(tmp_path):
 
 
 def test_unknown_row_pattern_lists_the_rows(capsys):
+    """--only with no match is a usage error (exit 2) that lists the rows."""
     with pytest.raises(SystemExit) as exc:
         main(["table3", "--only", "nothing*"])
-    assert "matches no row" in str(exc.value)
-    assert "ff-icp-cifar10-3x1000-lr0.001" in str(exc.value)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "matches no row" in err and "ff-icp-cifar10-3x1000-lr0.001" in err
+
+
+# --- committed tables, damaged files, the plan ---
+
+@pytest.mark.parametrize("preset", ["table1", "table2", "table3", "fig4"])
+def test_a_committed_table_is_rewritten_from_the_committed_metrics(tmp_path, monkeypatch, preset):
+    """The committed tables come from the committed metrics copies alone: written again in
+    a checkout without run folders, each is the same table (only the command line that
+    wrote it differs)."""
+    monkeypatch.setattr(experiments, "RESULTS", REPO / "data_cache" / "results")
+    committed = (REPO / "data_cache" / "results" / f"{preset}.md").read_text()
+    main([preset, "--table-only", "--runs", str(tmp_path / "no-runs"),
+          "--results", str(tmp_path / "results")])
+    rewritten = (tmp_path / "results" / f"{preset}.md").read_text()
+    body = lambda text: text.split("\n", 3)[3]  # after the title and the "Generated by" line
+    assert body(rewritten) == body(committed)
+
+
+def test_a_table_with_fewer_results_does_not_replace_one_with_more(tmp_path, capsys):
+    """Writing a table from an empty runs folder over a table that holds results is
+    refused (exit 2, naming where the runs were looked for); the table is unchanged."""
+    rows, runs = _rows("table1"), tmp_path / "runs"
+    fake_run(runs, rows["bp-2x500-lr0.001"], [0.02], [0.02])
+    table = _table(tmp_path)
+    shutil.rmtree(tmp_path / "results" / "table1")  # the metrics copies are gone too
+    with pytest.raises(SystemExit) as exc:
+        main(["table1", "--table-only", "--runs", str(tmp_path / "elsewhere"),
+              "--results", str(tmp_path / "results")])
+    assert "holds 1 runs with results, the new table would hold 0" in str(exc.value)
+    assert str(tmp_path / "elsewhere") in str(exc.value)
+    assert (tmp_path / "results" / "table1.md").read_text() == table
+
+
+@pytest.mark.parametrize("content", [b"{not json", b"[1, 2]", b'{"config": {}}', b"\xff\xfe\x00",
+                                     b"[" * 100000])
+def test_a_damaged_metrics_file_is_one_line_error(tmp_path, content):
+    """A damaged metrics.json (bad JSON, a list, no config, binary, nested deeply) ends
+    in one line naming the file, not a traceback."""
+    rows, runs = _rows("table1"), tmp_path / "runs"
+    run_dir = fake_run(runs, rows["bp-2x500-lr0.001"], [0.02], [0.02])
+    (run_dir / "metrics.json").write_bytes(content)
+    with pytest.raises(SystemExit) as exc:
+        _table(tmp_path)
+    message = str(exc.value)
+    assert message.startswith("python -m ffnumpy.experiments: error: ")
+    assert str(run_dir / "metrics.json") in message and "\n" not in message
+
+
+@pytest.mark.parametrize("where", ["under-a-file", "read-only"])
+def test_an_unwritable_results_folder_is_one_line_error(tmp_path, where):
+    """--results under a file or in a read-only folder: one line that says what to do."""
+    import os
+    if where == "under-a-file":
+        (tmp_path / "file").write_text("")
+        results = tmp_path / "file" / "results"
+    else:
+        results = tmp_path / "ro"
+        results.mkdir()
+        results.chmod(0o500)
+        if os.access(results, os.W_OK):
+            pytest.skip("running as root: a read-only folder is writable")
+    with pytest.raises(SystemExit) as exc:
+        main(["table1", "--table-only", "--runs", str(tmp_path / "runs"),
+              "--results", str(results)])
+    assert "cannot write" in str(exc.value) and "--results" in str(exc.value)
+
+
+def test_a_long_plan_is_shown_and_needs_yes(tmp_path, monkeypatch, capsys):
+    """A preset that would train for hours prints its plan and estimate and asks for
+    --yes before anything starts; a short one starts at once."""
+    calls = []
+    monkeypatch.setattr(experiments, "train_main", lambda argv: calls.append(argv))
+    with pytest.raises(SystemExit) as exc:
+        main(["table1", "--runs", str(tmp_path / "runs"), "--results", str(tmp_path / "r")])
+    assert "add --yes to start it" in str(exc.value) and calls == []
+    out = capsys.readouterr().out
+    assert "table1: 36 rows, estimated" in out and " h of CPU time" in out
+    assert "bp-2x2000-h100-lr0.001: not trained here" in out
+    _run(tmp_path, "seeds", "--only", "bp-2x500")  # 2 epochs: minutes at most
+    assert len(calls) == 1
+
+
+def test_the_estimate_grows_with_the_work():
+    rows = _rows("table1")
+    small, wide = (experiments.epoch_flops(rows[n].flags)
+                   for n in ("symba-2x500-lr0.01", "symba-2x2000-lr0.01"))
+    assert wide > 5 * small  # 784x2000 + 2000x2000 vs 784x500 + 500x500 per image
+    assert experiments.plan_seconds([rows["bp-2x2000-h100-lr0.01"]], None, Path("/none")) == 0
