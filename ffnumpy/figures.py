@@ -19,14 +19,14 @@ Sources
 """
 import argparse
 import io
-import json
 import re
+import tempfile
 import tarfile
 from pathlib import Path
 
 import numpy as np
 
-from . import losses
+from . import experiments, losses
 from .data import CIFAR, data_root, load_dataset
 from .download import UnsafeFileError, _RestrictedUnpickler
 from .config import Config
@@ -62,11 +62,17 @@ def _pyplot():
 # --- reading the committed metrics ---
 
 def load_metrics(path):
-    """One run's metrics: keys ``config``, ``epochs`` (a dict per epoch), ``final_test_error``."""
+    """One run's metrics: keys ``config``, ``epochs`` (a dict per epoch), ``final_test_error``.
+
+    Raises
+    ------
+    ValueError
+        One line naming a file that is not a metrics file (damaged, another format).
+    """
     try:
-        return json.loads(Path(path).read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not a metrics file (not valid JSON: {exc})") from None
+        return experiments.load_metrics(path)
+    except experiments.MetricsError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def error_curve(metrics):
@@ -260,8 +266,9 @@ def _plot_group(ax, algo, by_lr, chose_rate):
     return trained, cfg, errors.min()
 
 
-def plot_error_panel(ax, groups, title, n_classes=10):
-    """One panel of Figure 3 from ``groups`` = {algo: {lr: [metrics]}} (see :func:`runs_of`)."""
+def plot_error_panel(ax, groups, title, n_classes=10, paper=None, paper_text="paper"):
+    """One panel of Figure 3 from ``groups`` = {algo: {lr: [metrics]}} (see :func:`runs_of`);
+    ``paper`` = {algo: the paper's final test error (%)}, marked at the last epoch."""
     from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator
 
     if not groups:
@@ -275,6 +282,13 @@ def plot_error_panel(ax, groups, title, n_classes=10):
         lowest.append(low)
         configs.append(cfg)
         planned.append(max(cfg["epochs"], PAPER_EPOCHS))
+    for algo, value in (paper or {}).items():
+        if algo in groups:
+            ax.plot(max(planned), value, "*", ms=15, color=COLORS[algo], mec="k", mew=0.8,
+                    zorder=5, clip_on=False)
+    if paper:
+        ax.plot([], [], "*", ms=13, color="0.6", mec="k", mew=0.8, ls="",
+                label=f"{paper_text}'s final error (colour: algorithm)")
     chance = 100 * (1 - 1 / n_classes)
     ax.axhline(chance, color="k", ls=":", lw=1.2, label=f"chance ({chance:g}%)", zorder=1)
     if max(ran) < max(planned):
@@ -286,6 +300,7 @@ def plot_error_panel(ax, groups, title, n_classes=10):
         title += f", test error every {every} epochs"
     ax.set_title(title)
     ax.set_yscale("log")
+    lowest += [v for algo, v in (paper or {}).items() if algo in groups]
     bottom = max([t for t in Y_TICKS if t <= min(lowest) * 0.8] or Y_TICKS[:1])
     ticks = [t for t in Y_TICKS if t >= bottom]
     if len(ticks) < 4:  # a narrow range (short runs): a tick every 10%
@@ -296,7 +311,7 @@ def plot_error_panel(ax, groups, title, n_classes=10):
     ax.yaxis.set_major_formatter(lambda v, _: f"{v:g}")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=7, steps=[1, 2, 5, 10],
                                            min_n_ticks=1))
-    ax.set_xlim(0.5, max(ran) + 0.5)
+    ax.set_xlim(0.5, max(max(ran), max(planned) if paper else 0) + 0.5)
     ax.set_xlabel("epoch")
     ax.set_ylabel("test error (%, log scale)")
     ax.grid(alpha=0.3)
@@ -311,16 +326,22 @@ def _config_title(dataset, groups):
             f"{cfg['optimizer'].capitalize()}")
 
 
-def plot_figure3(results=RESULTS, mnist_preset="seeds", cifar_preset="table2",
+def plot_figure3(results=RESULTS, mnist_preset="table1", cifar_preset="table2",
                  cifar_width=CIFAR_WIDTH):
     """Figure 3: test error per epoch on MNIST (2 x 500) and CIFAR-10 (3 x ``cifar_width``).
 
     Every row of a preset's folder that matches the panel's configuration is used: seeds
     are averaged (band: min to max), and where a preset ran both learning rates the
-    better one per algorithm (by last-10 mean test error) is drawn. A panel whose runs
-    stopped before their planned epochs says "after N of M epochs". ``val_error``, where a
-    run logs it, is not drawn. If no CIFAR-10 run has ``cifar_width``, the widest that has
-    runs is used.
+    better one per algorithm (by last-10 mean test error) is drawn, so that no algorithm
+    is shown at its worse rate. Stars mark the paper's final errors (Tables 1-2; for
+    CIFAR-10 the paper's 3 x 3072 rows). A panel whose runs stopped before their planned
+    epochs says "after N of M epochs". ``val_error``, where a run logs it, is not drawn.
+    If no CIFAR-10 run has ``cifar_width``, the widest that has runs is used.
+
+    Raises
+    ------
+    ValueError
+        If neither panel has a run (an empty or wrong ``results`` folder).
     """
     plt = _pyplot()
     results = Path(results)
@@ -332,46 +353,64 @@ def plot_figure3(results=RESULTS, mnist_preset="seeds", cifar_preset="table2",
         if widths:
             cifar = runs_of(results / cifar_preset, dataset="cifar10", layers=3,
                             width=max(widths))
+    if not mnist and not cifar:
+        raise ValueError(f"no runs in {results / mnist_preset} or {results / cifar_preset}")
+    paper_mnist = experiments.TABLE1_PAPER[(2, 500)]
+    paper_cifar = experiments.TABLE2_PAPER[("cifar10", 3072)]
+    cifar_text = ("paper" if any(m["config"]["width"] == 3072 for by_lr in cifar.values()
+                                 for runs in by_lr.values() for m in runs) else "paper (3 x 3072)")
     with plt.rc_context(FONT):
         fig, axes = plt.subplots(1, 2, figsize=(14, 5.2), layout="constrained")
-        plot_error_panel(axes[0], mnist, _config_title("MNIST", mnist))
-        plot_error_panel(axes[1], cifar, _config_title("CIFAR-10", cifar))
+        plot_error_panel(axes[0], mnist, _config_title("MNIST", mnist), paper=paper_mnist)
+        plot_error_panel(axes[1], cifar, _config_title("CIFAR-10", cifar), paper=paper_cifar,
+                         paper_text=cifar_text)
         fig.suptitle("Figure 3 replotted: test error per epoch (line: mean over seeds)")
     return fig
 
 
 # --- the paper's argument measured in training: gradient balance per layer ---
 
-def plot_gradient_balance(results=RESULTS, preset="seeds", rows=("ff-2x500", "symba-2x500"),
-                          epochs=PAPER_EPOCHS):
-    """Per layer (rows of panels) and epoch: mean |dL/dG_pos| and |dL/dG_neg| per pair,
-    their ratio, and the fraction of dead ReLUs, for seed 0 of FF and SymBa."""
+def plot_gradient_balance(results=RESULTS, preset="table1", rows=("ff-2x500", "symba-2x500"),
+                          rates=experiments.RATES, epochs=PAPER_EPOCHS):
+    """Per learning rate and layer (rows of panels) and epoch: mean |dL/dG_pos| and
+    |dL/dG_neg| per pair, their ratio, and the fraction of dead ReLUs, for seed 0 of FF
+    and SymBa (runs ``<row>-lr<rate>-e<epochs>.json`` of ``preset``).
+
+    SymBa's ratio is 1 at every step by the form of its loss (Eq. 11: both derivatives are
+    alpha * sigmoid(-alpha * delta) in size), so its line is an identity, not a finding;
+    FF's ratio is what the runs measure."""
     plt = _pyplot()
-    runs = {}
-    for row in rows:
-        m = load_metrics(Path(results) / preset / f"{row}-e{epochs}.json")
-        runs[m["config"]["algo"]] = m
+    runs = {}  # (lr, algo) -> metrics
+    for lr in rates:
+        for row in rows:
+            m = load_metrics(Path(results) / preset / f"{row}-lr{lr}-e{epochs}.json")
+            runs[(lr, m["config"]["algo"])] = m
     n_layers = max(len(m["epochs"][0]["loss"]) for m in runs.values())
     with plt.rc_context(FONT):
-        fig, axes = plt.subplots(n_layers, 3, figsize=(14, 3.6 * n_layers + 0.8),
+        fig, axes = plt.subplots(len(rates) * n_layers, 3,
+                                 figsize=(14, 3.1 * len(rates) * n_layers + 0.8),
                                  layout="constrained", sharex=True, squeeze=False)
-        for algo, m in runs.items():
+        for (lr, algo), m in runs.items():
             ep = np.array([r["epoch"] for r in m["epochs"]])
             for layer in range(n_layers):
                 pos = np.array([r["mean_abs_dg_pos"][layer] for r in m["epochs"]])
                 neg = np.array([r["mean_abs_dg_neg"][layer] for r in m["epochs"]])
-                a_grad, a_ratio, a_dead = axes[layer]
+                a_grad, a_ratio, a_dead = axes[rates.index(lr) * n_layers + layer]
                 for sign, values in (("pos", pos), ("neg", neg)):
                     a_grad.semilogy(ep, values, SIGN_STYLE[sign], color=COLORS[algo], lw=2,
                                     label=f"{NAMES[algo]} " + r"$|\partial L/\partial G_{"
                                     + sign + "}|$")
-                a_ratio.plot(ep, neg / pos, color=COLORS[algo], lw=2.5, label=NAMES[algo])
+                a_ratio.plot(ep, neg / pos, color=COLORS[algo], lw=2.5,
+                             label=NAMES[algo] + (" (1 by Eq. 11)" if algo == "symba" else
+                                                  " (measured)"))
                 dead = [r for r in m["epochs"] if "dead_relu_fraction" in r]
                 a_dead.plot([r["epoch"] for r in dead],
                             [100 * r["dead_relu_fraction"][layer] for r in dead],
                             color=COLORS[algo], lw=2, label=NAMES[algo])
-        for layer, (a_grad, a_ratio, a_dead) in enumerate(axes, start=1):
-            a_grad.set_ylabel(f"layer {layer}\n" + r"mean $|\partial L/\partial G|$ per pair")
+        for i, (a_grad, a_ratio, a_dead) in enumerate(axes):
+            lr, layer = rates[i // n_layers], i % n_layers + 1
+            a_grad.set_ylabel(f"lr {lr:g}, layer {layer}\n"
+                              + r"mean $|\partial L/\partial G|$ per pair")
             a_ratio.set_ylabel(r"$|\partial L/\partial G_{neg}|\;/\;|\partial L/\partial G_{pos}|$")
             a_ratio.axhline(1, color="k", lw=0.8, zorder=1)
             a_ratio.set_ylim(bottom=0)
@@ -380,15 +419,15 @@ def plot_gradient_balance(results=RESULTS, preset="seeds", rows=("ff-2x500", "sy
             for ax in (a_grad, a_ratio, a_dead):
                 ax.grid(alpha=0.3)
         axes[0, 0].set_title("size of each push\n(SymBa: the two lines coincide)")
-        axes[0, 1].set_title("negative / positive push")
+        axes[0, 1].set_title("negative / positive push\n(SymBa's is 1 by its loss's form)")
         axes[0, 2].set_title("ReLUs silent on every test image\n(with its true label)")
         axes[0, 0].legend(fontsize=10, ncols=2)
         axes[0, 1].legend(fontsize=10)
         for ax in axes[-1]:
             ax.set_xlabel("epoch")
-        cfg = runs[next(iter(runs))]["config"]
+        cfg = next(iter(runs.values()))["config"]
         fig.suptitle(f"The paper's Eqs. 6-7 measured in training: MNIST {cfg['layers']} x "
-                     f"{cfg['width']}, seed {cfg['seed']}, lr {cfg['lr']:g}")
+                     f"{cfg['width']}, seed {cfg['seed']}, at both learning rates")
     return fig
 
 
@@ -405,6 +444,9 @@ def icp_runs(folder, width=CIFAR_WIDTH):
             for lr, runs in by_lr.items() for m in runs}
 
 
+SWING_WINDOW = 4  # evaluations whose range shows how much one run's error swings
+
+
 def _trained(m):
     """Epochs a run trained (its last record), and whether that is all it planned."""
     last = m["epochs"][-1]["epoch"] if m["epochs"] else 0
@@ -413,25 +455,30 @@ def _trained(m):
 
 def _plot_rate_points(ax, lr, points, color, style):
     """Figure 4's left panel for one learning rate: the last test error of each rate's run
-    (``points``: sorted [(rate, metrics)]). The epochs most runs trained go in the legend;
-    a run that trained other epochs is hollow if stopped and says its epoch."""
+    (``points``: sorted [(rate, metrics)]), with a bar over the range of its last
+    :data:`SWING_WINDOW` evaluations. The epochs most runs trained go in the legend; a run
+    that trained other epochs is hollow if stopped and names the epoch its point is from."""
     marker, line = style
-    ys = [error_curve(m)[1][-1] for _, m in points]
+    curves = [error_curve(m) for _, m in points]
+    ys = [err[-1] for _, err in curves]
     ax.plot([rate for rate, _ in points], ys, line, color="0.5", lw=1, zorder=1)
     trained = [_trained(m) for _, m in points if not m.get("diverged")]
     usual = max(set(trained), key=trained.count) if trained else None
-    for (rate, m), y in zip(points, ys):
+    for (rate, m), (ep, err), y in zip(points, curves, ys):
         last, complete = _trained(m)
         if m.get("diverged"):
             ax.plot(rate, y, "x", color="tab:red", ms=11, mew=2.5)
             ax.annotate(f"NaN at epoch {last + 1}", (rate, y), textcoords="offset points",
                         xytext=(6, 6), fontsize=10, color="tab:red")
             continue
+        swing = err[-SWING_WINDOW:]
+        ax.vlines(rate, swing.min(), swing.max(), color=color[rate], lw=5, alpha=0.35)
         ax.plot(rate, y, marker, ms=9, color=color[rate], mew=2,
                 mfc=color[rate] if complete else "white")
         if (last, complete) != usual:
-            ax.annotate(f"epoch {last}", (rate, y), textcoords="offset points",
-                        xytext=(7, -3), fontsize=10)
+            text = f"epoch {ep[-1]}" + ("" if ep[-1] == last else f" (stopped after {last})")
+            ax.annotate(text, (rate, y), textcoords="offset points", xytext=(7, -3),
+                        fontsize=10)
     if usual is None:
         ax.plot([], [], "x" + line, color="tab:red", mew=2.5, label=f"lr {lr:g}, diverged")
         return
@@ -442,25 +489,33 @@ def _plot_rate_points(ax, lr, points, color, style):
             label=f"lr {lr:g}, {text}")
 
 
-def plot_figure4(results=RESULTS, preset="fig4", width=CIFAR_WIDTH):
+def plot_figure4(results=RESULTS, preset="fig4", width=CIFAR_WIDTH,
+                 all_rates=experiments.ICP_RATES, main_lr=0.001):
     """Figure 4: SymBa's test error on CIFAR-10 by ICP rate, from the ``fig4`` preset's runs.
 
-    Left: the last test error of each rate and learning rate (a hollow marker and its epoch
-    where the run stopped early, an x where the NaN guard stopped it). Right: test error
-    per epoch, a colour per rate, solid for lr 0.001 and dashed for lr 0.01."""
+    Left: the last test error of each rate and learning rate (a bar over the range of the
+    last :data:`SWING_WINDOW` evaluations, a hollow marker where the run stopped early, an
+    x where the NaN guard stopped it); every rate of ``all_rates`` without a run at
+    ``main_lr`` is marked "not run". Right: test error per epoch, a colour per rate, solid
+    for lr 0.001 and dashed for lr 0.01.
+
+    Raises
+    ------
+    ValueError
+        If ``results/preset`` holds no run (an empty or wrong ``results`` folder).
+    """
     plt = _pyplot()
     runs = icp_runs(Path(results) / preset, width)
-    rates = sorted({rate for rate, _ in runs})
+    if not runs:
+        raise ValueError(f"no SymBa CIFAR-10 3 x {width} runs in {Path(results) / preset}")
+    rates = sorted(set(all_rates) | {rate for rate, _ in runs})
+    missing = [rate for rate in rates if (rate, main_lr) not in runs]
     cmap = plt.get_cmap("viridis")
     color = {rate: cmap(i / max(len(rates) - 1, 1)) for i, rate in enumerate(rates)}
     styles = {0.001: ("o", "-"), 0.01: ("s", "--")}
     low, high = min(rates + [PAPER_NAN_BELOW]) / 1.4, max(rates + [PAPER_NAN_BELOW]) * 1.4
     with plt.rc_context(FONT):
         fig, (left, right) = plt.subplots(1, 2, figsize=(14, 5.2), layout="constrained")
-        if not runs:
-            for ax in (left, right):
-                ax.text(0.5, 0.5, "no committed runs", ha="center", va="center",
-                        transform=ax.transAxes)
         labelled = set()  # rates named in the right panel's legend
         for lr in sorted({lr for _, lr in runs}):
             style = styles.get(lr, ("^", ":"))
@@ -470,6 +525,13 @@ def plot_figure4(results=RESULTS, preset="fig4", width=CIFAR_WIDTH):
                 right.plot(*error_curve(m), style[1], color=color[rate], lw=2,
                            label=None if rate in labelled else f"rate {rate:g}")
                 labelled.add(rate)
+        for rate in missing:
+            left.annotate("not run", (rate, 0.03), xycoords=("data", "axes fraction"),
+                          rotation=90, ha="center", va="bottom", fontsize=10, color="0.45")
+        left.plot([], [], ls="", marker="$\u2195$", color="0.5", ms=10,
+                  label=f"bar: range of the last {SWING_WINDOW} evaluations")
+        if missing:
+            left.plot([], [], ls="", label=f"'not run': no run at lr {main_lr:g} yet")
         for ax in (left, right):
             ax.grid(alpha=0.3)
             ax.set_ylabel("test error (%)")
@@ -477,11 +539,11 @@ def plot_figure4(results=RESULTS, preset="fig4", width=CIFAR_WIDTH):
                      label=f"paper: loss turns NaN below {PAPER_NAN_BELOW:g}")
         left.set_xscale("log")
         left.set_xlim(low, high)
-        left.set_xticks(rates, [f"{r:g}" for r in rates])
+        left.set_xticks(rates, [f"{r:g}" for r in rates], rotation=45)
         left.xaxis.set_minor_locator(plt.NullLocator())
         left.set_xlabel("ICP rate (fraction of a class pattern's pixels set to 1, log scale)")
         left.set_title("last test error of each run")
-        left.legend(fontsize=10)
+        left.legend(fontsize=9)
         right.set_xlabel("epoch")
         right.set_title("test error per epoch (solid lr 0.001, dashed lr 0.01)")
         right.legend(fontsize=10, ncols=2)
@@ -583,11 +645,21 @@ def read_memory(path=RESULTS / BENCH_FILE):
     """{algo: (depths, MiB)} from the ``peak step memory <algo>: 2L=67MiB ...`` lines that
     ``python -m ffnumpy.bench --memory-plot`` prints."""
     out = {}
-    for line in Path(path).read_text().splitlines():
+    try:
+        text = Path(path).read_text()
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not a text file written by python -m ffnumpy.bench") \
+            from None
+    for line in text.splitlines():
         match = re.match(r"peak step memory (\w+): (.*)", line.strip())
         if match:
-            pairs = re.findall(r"(\d+)L=([\d.]+)MiB", match.group(2))
-            out[match.group(1)] = ([int(d) for d, _ in pairs], [float(v) for _, v in pairs])
+            pairs = re.findall(r"(\d+)L=(\d+(?:\.\d+)?)MiB", match.group(2))
+            if pairs:
+                out[match.group(1)] = ([int(d) for d, _ in pairs],
+                                       [float(v) for _, v in pairs])
+    if not out:
+        raise ValueError(f"{path} holds no 'peak step memory <algo>: 1L=...MiB' line; write "
+                         "it with python -m ffnumpy.bench --memory-plot")
     return out
 
 
@@ -646,15 +718,27 @@ def main(argv=None):
 
     matplotlib.use("Agg")
     plt = _pyplot()
-    args.out.mkdir(parents=True, exist_ok=True)
+    try:  # say an unwritable --out before drawing anything
+        args.out.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=args.out).close()
+    except OSError as exc:
+        parser.exit(2, f"{parser.prog}: error: cannot write into {args.out}: "
+                       f"{exc.strerror or exc}; choose another folder with --out DIR\n")
     written = []
     for name in args.only or FIGURES:
         try:
             fig = FIGURES[name](args.results)
-        except (OSError, ValueError) as exc:  # a missing or unreadable committed metrics file
-            parser.exit(1, f"{name}: cannot draw it: {exc}\n")
+        except (OSError, ValueError) as exc:  # a missing, damaged or empty results folder
+            reason = (f"{exc.filename}: {exc.strerror}"
+                      if isinstance(exc, OSError) and exc.strerror else exc)
+            parser.exit(1, f"{name}: cannot draw it: {reason}; point --results at the "
+                           f"committed metrics ({RESULTS})\n")
         path = args.out / f"{name}.png"
-        fig.savefig(path, dpi=DPI, bbox_inches="tight", pad_inches=0.1)
+        try:
+            fig.savefig(path, dpi=DPI, bbox_inches="tight", pad_inches=0.1)
+        except OSError as exc:
+            parser.exit(2, f"{parser.prog}: error: cannot write {path}: "
+                           f"{exc.strerror or exc}\n")
         plt.close(fig)
         print(f"wrote {path}", flush=True)
         written.append(path)

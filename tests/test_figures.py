@@ -21,8 +21,9 @@ def test_the_command_writes_every_png_that_docs_and_readme_use(tmp_path):
     assert names == {p.name for p in written} == {f"{n}.png" for n in figures.FIGURES}
     assert names == {p.name for p in (ROOT / "docs").glob("*.png")}, \
         "docs/ holds a PNG the command does not write, or lacks one it does"
-    readme = (ROOT / "README.md").read_text()
-    assert names == set(re.findall(r"docs/(\w+\.png)", readme))
+    pages = "\n".join(p.read_text() for p in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")])
+    assert names == set(re.findall(r"(\w+\.png)", pages)), \
+        "a figure the command writes is shown on no page, or a page shows one it does not write"
     assert all((tmp_path / n).stat().st_size > 10_000 for n in names)
 
 
@@ -37,7 +38,8 @@ def test_a_missing_metrics_file_is_one_clear_line(tmp_path, capsys):
                       "--out", str(tmp_path / "out")])
     assert exit_info.value.code == 1
     err = capsys.readouterr().err
-    assert err.startswith("gradient_balance: cannot draw it:") and "ff-2x500-e120.json" in err
+    assert err.startswith("gradient_balance: cannot draw it:")
+    assert "ff-2x500-lr0.001-e120.json" in err
     assert "Traceback" not in err
 
 
@@ -48,17 +50,54 @@ def test_a_damaged_metrics_file_is_named(tmp_path, capsys):
         figures.main(["--only", "figure4_icp_rate", "--results", str(tmp_path),
                       "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
-    assert "cut.json is not a metrics file" in err and "Traceback" not in err
+    assert "cut.json is not valid JSON" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
 
 
-def test_figure1_fields_are_the_library_gradients():
-    g_pos, g_neg = np.meshgrid(np.linspace(0, 6, 7), np.linspace(0, 6, 7))
-    fields = figures.gradient_fields(g_pos, g_neg, theta=2.0, alpha=4.0)
-    dp, dn = losses.ff_loss_grad(g_pos.ravel(), g_neg.ravel(), theta=2.0, reduction="none")
-    assert np.array_equal(fields["ff"][0].ravel(), dp)
-    assert np.array_equal(fields["ff"][1].ravel(), dn)
-    sb_dp, sb_dn = fields["symba"]
-    assert np.array_equal(sb_dn, -sb_dp)  # one direction everywhere: what the figure shows
+@pytest.mark.parametrize("name", ["figure3_test_error", "figure4_icp_rate", "gradient_balance"])
+def test_an_empty_results_folder_is_an_error_not_an_empty_figure(tmp_path, capsys, name):
+    with pytest.raises(SystemExit) as exit_info:
+        figures.main(["--only", name, "--results", str(tmp_path), "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1 and err.startswith(f"{name}: cannot draw it:")
+    assert "--results" in err and len(err.strip().splitlines()) == 1
+
+
+def test_an_unwritable_out_folder_is_said_before_drawing(tmp_path, capsys, monkeypatch):
+    (tmp_path / "file").write_text("")
+    drawn = []
+    monkeypatch.setitem(figures.FIGURES, "figure1_losses", lambda results: drawn.append(1))
+    with pytest.raises(SystemExit) as exit_info:
+        figures.main(["--only", "figure1_losses", "--out", str(tmp_path / "file" / "figs")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "cannot write into" in err and "--out" in err
+    assert drawn == [] and "Traceback" not in err
+
+
+@pytest.mark.parametrize("content", [b"peak step memory symba: garbage\n", b"\xff\xfe\x00\x01",
+                                     b"peak step memory bp: 2L=\n"])
+def test_a_damaged_bench_file_is_one_clear_line(tmp_path, capsys, content):
+    (tmp_path / figures.BENCH_FILE).write_bytes(content)
+    with pytest.raises(SystemExit):
+        figures.main(["--only", "memory_by_depth", "--results", str(tmp_path),
+                      "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert err.startswith("memory_by_depth: cannot draw it:") and "Traceback" not in err
+
+
+def test_figure1_fields_are_the_papers_derivatives():
+    """The fields Figure 1 draws are the paper's closed forms (Eqs. 6-7 and 11), written
+    out here independently of the library, on a grid shaped like the figure's."""
+    g_pos, g_neg = np.meshgrid(np.linspace(0, 6, 7), np.linspace(0, 5, 6))  # (6, 7)
+    theta, alpha = 2.0, 4.0
+    fields = figures.gradient_fields(g_pos, g_neg, theta=theta, alpha=alpha)
+    sig = lambda u: 1 / (1 + np.exp(-u))
+    np.testing.assert_allclose(fields["ff"][0], -sig(theta - g_pos), rtol=1e-12)
+    np.testing.assert_allclose(fields["ff"][1], sig(g_neg - theta), rtol=1e-12)
+    delta = g_pos - g_neg
+    np.testing.assert_allclose(fields["symba"][0], -alpha * sig(-alpha * delta), rtol=1e-12)
+    np.testing.assert_allclose(fields["symba"][1], alpha * sig(-alpha * delta), rtol=1e-12)
+    assert fields["ff"][0].shape == g_pos.shape
 
 
 def _run(folder, algo, lr, errors, planned, width=1000, seed=0, val=False, labels=None):
@@ -74,10 +113,10 @@ def _run(folder, algo, lr, errors, planned, width=1000, seed=0, val=False, label
 
 @pytest.fixture
 def results(tmp_path):
-    """A results folder: the committed MNIST seeds, and CIFAR-10 runs cut short at 3 of
+    """A results folder: the committed Table 1 runs, and CIFAR-10 runs cut short at 3 of
     120 epochs with both learning rates, two seeds, a val_error key, a wider run and a
     SymBa run with overlay labels."""
-    (tmp_path / "seeds").symlink_to(ROOT / "data_cache" / "results" / "seeds")
+    (tmp_path / "table1").symlink_to(ROOT / "data_cache" / "results" / "table1")
     table2 = tmp_path / "table2"
     table2.mkdir()
     _run(table2, "symba", 0.01, [0.8, 0.7, 0.6], 120)
@@ -160,9 +199,13 @@ def test_figure4_marks_stopped_and_diverged_runs(tmp_path):
     assert set(figures.icp_runs(fig4)) == {(0.1, 0.001), (0.02, 0.001), (0.02, 0.01),
                                            (0.8, 0.001)}
     left, right = figures.plot_figure4(results=tmp_path).axes
-    assert [t.get_text() for t in left.get_xticklabels()] == ["0.02", "0.1", "0.8"]
+    rates = sorted(set(figures.experiments.ICP_RATES) | {0.02, 0.1, 0.8})
+    assert [t.get_text() for t in left.get_xticklabels()] == [f"{r:g}" for r in rates]
     notes = [t.get_text() for t in left.texts]
     assert "NaN at epoch 2" in notes and "epoch 1" in notes
+    # every rate of the preset without a run at lr 0.001 is marked, at its own place
+    not_run = [t.xy[0] for t in left.texts if t.get_text() == "not run"]
+    assert sorted(not_run) == [r for r in rates if r not in (0.02, 0.1, 0.8)]
     hollow = [line for line in left.lines if line.get_marker() == "o"
               and line.get_markerfacecolor() == "white" and len(line.get_xdata()) == 1]
     assert [float(line.get_xdata()[0]) for line in hollow] == [0.8]
