@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 
@@ -41,10 +42,12 @@ from .backend import BACKENDS, BackendError, device_name, get_xp, synchronize
 from .config import Config
 from .data import REPO_ROOT, Dataset, load_dataset
 from .labels import PAPER_LABELS, sample_negative_labels
+from .memory import MemoryRefusal, check_memory
 from .model import FFNet
 from .saving import build_model
 
 MEMORY_BATCH = 4096  # --memory-plot measures at the paper's batch size (Sec. 4.1)
+MEMORY_DEPTHS = range(2, 9)  # --memory-plot: hidden layers measured
 
 
 def _seconds(xp, fn):
@@ -332,9 +335,34 @@ def main(argv=None):
         except BackendError as exc:
             print(f"{parser.prog}: error: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
+    if args.memory_plot:  # an unwritable plot path is said before the benchmark runs
+        folder = Path(args.memory_plot).resolve().parent
+        try:
+            tempfile.TemporaryFile(dir=folder).close()
+        except OSError as exc:
+            parser.error(f"--memory-plot {args.memory_plot}: cannot write into {folder}: "
+                         f"{exc.strerror or exc}")
     if args.whole_run:
         return main_whole_run(args)
     data = load_dataset("mnist")
+    configs = [(backend, Config(algo=algo, layers=args.layers, width=args.width,
+                                dtype=args.dtype, backend=backend,
+                                labels=PAPER_LABELS[algo] or Config.labels))
+               for backend in args.backend for algo in args.algo]
+    if args.memory_plot:  # the deepest network of the memory plot, on the host
+        configs += [("numpy", Config(algo=algo, layers=MEMORY_DEPTHS[-1], width=args.width,
+                                     batch_size=MEMORY_BATCH, labels=PAPER_LABELS[algo]
+                                     or Config.labels)) for algo in ("symba", "bp")]
+    for backend, cfg in configs:  # too large for this machine: one line before anything runs
+        try:
+            check_memory(cfg, data, get_xp(backend))
+        except MemoryRefusal as exc:
+            parser.exit(2, f"{parser.prog}: error: {cfg.algo} {cfg.layers} x {cfg.width}: "
+                           f"{exc}\n")
+        except OverflowError:  # sizes beyond any machine's memory
+            parser.exit(2, f"{parser.prog}: error: {cfg.algo} {cfg.layers} x {cfg.width} is "
+                           "too large to fit in memory; use fewer --layers or a smaller "
+                           "--width\n")
     results = []
     for backend in args.backend:
         xp = get_xp(backend)
@@ -347,7 +375,7 @@ def main(argv=None):
             results.append(r)
             print(format_result(r), flush=True)
     if args.memory_plot:
-        depths = list(range(2, 9))
+        depths = list(MEMORY_DEPTHS)
         mem = memory_by_depth(depths, args.width, MEMORY_BATCH)
         for algo, values in mem.items():
             print(f"peak step memory {algo}: " + " ".join(

@@ -68,3 +68,29 @@ def test_whole_run_splits_a_training_run(tiny_mnist, capsys):
 def test_whole_run_reports_a_failed_run_in_one_line(tmp_path):
     with pytest.raises(SystemExit, match="the training run failed"):
         bench.whole_run(["mnist", "--data-dir", str(tmp_path / "nothing"), "--epochs", "1"])
+
+
+@pytest.mark.parametrize("flags, said", [
+    (["--width", "100000"], "not enough memory"),
+    (["--layers", str(10**30)], "too large to fit in memory"),
+])
+def test_a_network_too_large_for_memory_is_refused_before_it_runs(capsys, monkeypatch, flags,
+                                                                  said):
+    """The benchmark checks its networks against memory as train does: one line, exit 2,
+    nothing measured."""
+    measured = []
+    monkeypatch.setattr(bench, "bench_config", lambda *a: measured.append(a))
+    with pytest.raises(SystemExit) as exc:
+        bench.main(flags)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and said in err and len(err.strip().splitlines()) == 1
+    assert measured == []
+
+
+def test_an_unwritable_memory_plot_is_said_before_the_benchmark(tmp_path, capsys, monkeypatch):
+    measured = []
+    monkeypatch.setattr(bench, "bench_config", lambda *a: measured.append(a))
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["--memory-plot", str(tmp_path / "missing" / "memory.png")])
+    assert exc.value.code == 2 and "cannot write into" in capsys.readouterr().err
+    assert measured == []
