@@ -10,10 +10,25 @@ import os
 # its product bound (README, "Speed").
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
-from .backend import get_xp
-from .config import Config
-from .data import load_dataset
-from .saving import build_model, load_model
-
 __version__ = "0.1.0"
 __all__ = ["Config", "build_model", "get_xp", "load_dataset", "load_model"]
+
+# The names above are loaded when first used (PEP 562), so that importing one small
+# module (``from ffnumpy import losses``) loads that module and what it imports, not
+# the data, download and saving machinery.
+_HOMES = {"Config": "config", "build_model": "saving", "get_xp": "backend",
+          "load_dataset": "data", "load_model": "saving"}
+
+
+def __getattr__(name):
+    if name not in _HOMES:
+        raise AttributeError(f"module 'ffnumpy' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{_HOMES[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted([*globals(), *_HOMES])
