@@ -286,10 +286,15 @@ def _symba_best():
     """The changes that helped in the ablation, together, at the paper's 120 epochs."""
     best = dict(standardize=True, negatives="hard", lr_decay="linear")
     note = "standardised input, hard negatives, lr decaying over the second half"
+    wide = [Row(f"symba-best-2x2000-h100-lr{lr}",
+                {**algo_flags("symba", width=2000, lr=lr, **best), "backend": "cupy"}, 1.52,
+                "the same at 2 x 2000, both rates; " + GPU_IMPORTED, group="symba-best-2x2000-h100",
+                imported=True, stop_reason="stopped after epoch 117 by the GPU machine's time "
+                "limit" if lr == 0.01 else "") for lr in RATES]
     return [Row("symba-2x500", algo_flags("symba"), 1.65, "paper's setting (preset seeds)"),
             *[Row("symba-best" + (f"-s{seed}" if seed else ""),
                   algo_flags("symba", **best, **({"seed": seed} if seed else {})), 1.65, note,
-                  seed_group="symba-best") for seed in (0, 1, 2)]]
+                  seed_group="symba-best") for seed in (0, 1, 2)], *wide]
 
 
 PRESETS = {"table1": _table1, "seeds": _seeds, "lr-sweep": _lr_sweep,
