@@ -282,7 +282,8 @@ def test_unknown_row_pattern_lists_the_rows(capsys):
 
 # --- committed tables, damaged files, the plan ---
 
-@pytest.mark.parametrize("preset", ["table1", "table2", "table3", "fig4"])
+@pytest.mark.parametrize("preset", ["table1", "table2", "table3", "fig4", "ff-reference",
+                                    "symba-best"])
 def test_a_committed_table_is_rewritten_from_the_committed_metrics(tmp_path, monkeypatch, preset):
     """The committed tables come from the committed metrics copies alone: written again in
     a checkout without run folders, each is the same table (only the command line that
