@@ -213,3 +213,14 @@ def test_figure4_marks_stopped_and_diverged_runs(tmp_path):
     assert "lr 0.001, 2 epochs" in labels and "lr 0.01, diverged" in labels
     assert len(right.lines) == 4
     assert right.get_legend_handles_labels()[1] == ["rate 0.02", "rate 0.1", "rate 0.8"]
+
+
+def test_figure3_draws_the_papers_cifar_width_once_its_runs_are_complete(tmp_path):
+    table2 = tmp_path / "table2"
+    table2.mkdir()
+    _run(table2, "symba", 0.001, [0.6] * 30, 120)                 # 3 x 1000, 30 epochs
+    _run(table2, "symba", 0.001, [0.5] * 60, 120, width=3072)      # 3 x 3072, half-way
+    assert "3 x 1000" in figures.plot_figure3(results=tmp_path).axes[1].get_title()
+    _run(table2, "symba", 0.001, [0.5] * 120, 120, width=3072)     # complete
+    title = figures.plot_figure3(results=tmp_path).axes[1].get_title()
+    assert "3 x 3072" in title and "120 epochs" in title
