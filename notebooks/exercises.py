@@ -49,7 +49,7 @@ class Expected:
 
     value: object
     kind: str
-    rtol: float = 1e-3
+    rtol: float = 1e-3  # three significant digits: a hand calculation is enough
     atol: float = 0.0
 
 
@@ -164,7 +164,7 @@ def verdict(key, answer):
 
 
 def check_answer(key, answer):
-    """Print the verdict on ``answer`` for exercise ``key`` and return its word.
+    """Print the verdict on ``answer`` for exercise ``key`` (see :func:`verdict`).
 
     With $FFNUMPY_SOLUTIONS set to "1", a wrong answer raises AssertionError, so that a
     worked solution that is no longer right fails the notebook's test.
@@ -173,4 +173,3 @@ def check_answer(key, answer):
     print(message)
     if word == WRONG and solutions_on():
         raise AssertionError(message)
-

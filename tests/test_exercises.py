@@ -6,6 +6,7 @@ exercise cell a learner sees must hold a placeholder, not an answer; every worke
 must sit in a hidden cell that runs only in solutions mode. (tests/test_notebooks.py runs the
 notebooks with the worked solutions on, so each solution is checked by the same checker.)
 """
+import ast
 import contextlib
 import os
 import re
@@ -138,6 +139,41 @@ def test_every_worked_solution_is_hidden_runs_only_on_request_and_is_checked():
             f"{name}: a worked solution runs only under 'if SOLUTIONS:'"
         solved.update(key for key, _ in CHECK.findall(cell.source))
     assert solved == set(exercises.ANSWERS), "every exercise's worked solution meets the checker"
+
+
+def _names(source):
+    """(names a cell binds, names it reads) at any depth; function arguments count as bound."""
+    bound, read = set(), set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Name):
+            (bound if isinstance(node.ctx, ast.Store) else read).add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.Lambda)):
+            bound.update(a.arg for a in node.args.args + node.args.kwonlyargs)
+            if isinstance(node, ast.FunctionDef):
+                bound.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            bound.update((a.asname or a.name).split(".")[0] for a in node.names)
+    return bound, read
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")),
+                         ids=lambda p: p.stem)
+def test_learner_cells_need_nothing_from_a_hidden_solution(path):
+    # a learner runs the notebook with the solutions off: no cell they run may read a name
+    # that only a worked solution defines
+    learner, solution_only = set(), set()
+    for cell in nbformat.read(path, as_version=4).cells:
+        if cell.cell_type != "code":
+            continue
+        bound, read = _names(cell.source)
+        if is_solution(cell):
+            solution_only |= bound - learner
+            continue
+        missing = (read - bound) & solution_only
+        assert not missing, f"{path.name}: a learner cell reads {sorted(missing)}, " \
+                            "defined only in a worked solution"
+        learner |= bound
+        solution_only -= bound
 
 
 # --- the notebooks' set-up ---
