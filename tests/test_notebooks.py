@@ -1,7 +1,9 @@
 """Every committed teaching notebook runs top to bottom (quick mode, CPU, no network), is
 committed without outputs, and leaves the checkout as it found it. A notebook whose
 re-derivation differs from the library fails here, because each one asserts that its
-hand-written formulas equal ffnumpy's; the from-zero notebook asserts its own test error."""
+hand-written formulas equal ffnumpy's; the from-zero notebook asserts its own test error.
+The exercises' hidden worked solutions run too ($FFNUMPY_SOLUTIONS=1), and each is checked
+by the same checker a learner's answer meets (tests/test_exercises.py tests the checker)."""
 import re
 import subprocess
 from pathlib import Path
@@ -49,10 +51,12 @@ def run_notebook(path):
 
 @pytest.fixture
 def quick_kernel_env(tmp_path, monkeypatch):
-    """Quick mode, Agg, and a private temporary folder for the kernel (returned)."""
+    """Quick mode, worked solutions on, Agg, and a private temporary folder for the kernel
+    (returned)."""
     tmp = tmp_path / "kernel-tmp"
     tmp.mkdir()
     monkeypatch.setenv("FFNUMPY_QUICK", "1")
+    monkeypatch.setenv("FFNUMPY_SOLUTIONS", "1")  # the hidden worked solutions run and are checked
     monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.setenv("TMPDIR", str(tmp))
     # where HOME is read-only, matplotlib and IPython fall back to a temporary folder of
