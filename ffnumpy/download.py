@@ -218,6 +218,10 @@ class _ArrayType:
     :func:`_reconstruct_empty` accepts, not the class itself, so a pickle cannot call
     ``ndarray(shape, dtype, buffer, offset, strides)`` and declare any size it likes."""
 
+    def __new__(cls, *args):
+        raise UnsafeFileError("the pickle calls numpy.ndarray itself, a form data files "
+                              "never use (it can declare any size over a few bytes)")
+
 
 def _reconstruct_empty(subtype, shape, dtype):
     """NumPy's ``_reconstruct`` as pickles use it: an empty array, which the pickle's

@@ -85,7 +85,8 @@ def model_arrays(model, with_optimizer=False):
 
 
 def restore_arrays(model, arrays, with_optimizer=False, source="file"):
-    """Copy saved arrays into ``model`` in place, checking every name and shape."""
+    """Copy saved arrays into ``model`` in place, checking every name, type, shape and
+    value (:func:`check_numbers`: NaN or infinity raises :class:`NonFiniteError`)."""
     xp = model.xp
 
     def take(name, like):
@@ -94,6 +95,8 @@ def restore_arrays(model, arrays, with_optimizer=False, source="file"):
         check_numbers(name, arrays[name], source, like.shape)
         return xp.asarray(arrays[name], dtype=like.dtype)
 
+    if isinstance(model, FFNet) and "codes" in arrays:  # the label codes: checked alike
+        check_numbers("codes", arrays["codes"], source, model.encoder.codes.shape)
     for l in range(model.n_layers):
         model.W[l][...] = take(f"W{l}", model.W[l])
         model.b[l][...] = take(f"b{l}", model.b[l])
