@@ -175,8 +175,9 @@ def as_command(entry):
     interpreter shuts down (joining worker threads) then prints no traceback.
     """
     for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(AttributeError, ValueError, OSError):
-            stream.reconfigure(errors="backslashreplace")
+        if getattr(stream, "errors", None) == "strict":  # surrogateescape already copes
+            with contextlib.suppress(AttributeError, ValueError, OSError):
+                stream.reconfigure(errors="backslashreplace")
     try:
         entry()
     finally:

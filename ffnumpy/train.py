@@ -12,8 +12,13 @@ start of the epoch, so the position (epoch, step) is the whole random state.
 
 A run folder belongs to one process for its whole life: an exclusive ``flock`` on
 its ``.lock`` file (released by the kernel however the process ends) is taken
-before anything in the folder is written or cleaned. Every error is one line on
-stderr with an exit code (EXIT_* below, listed in the README).
+before anything in the folder is written or cleaned. No file of a run folder is
+opened through a symbolic link (:func:`ffnumpy.checkpoint.open_in`); ``--overwrite``
+removes every file of the old run before the new one writes; a checkpoint holding
+NaN or infinity is never written over the last good one; a finished run without
+its model gets it on ``--resume``. Every error is one line on stderr with an exit
+code (EXIT_* below, listed in the README); a standard output that cannot be written
+is said once and does not stop the run.
 """
 import contextlib
 import dataclasses
@@ -80,7 +85,7 @@ from .saving import (
 
 PROG = "python -m ffnumpy.train"
 EXIT_USAGE = 2  # bad flags, data, memory or folder (or the folder is in use): nothing written
-EXIT_DIVERGED = 3  # NaN guard tripped
+EXIT_DIVERGED = 3  # NaN guard tripped, or a checkpoint read holds NaN or infinity
 EXIT_IO = 4  # a file could not be written (disk full, read-only, not a folder)
 EXIT_INTERRUPTED = 128 + signal.SIGINT  # a second Ctrl-C, or one before training started
 EXIT_TERMINATED = 128 + signal.SIGTERM  # SIGTERM before training started (as the shell's kill)
@@ -621,9 +626,9 @@ def sigterm_stops():
 
 def main(argv=None, prog=PROG):
     """CLI entry point; returns the metrics dict (tests call it in-process)."""
-    startup_done()
     cfg, control = config_from_args(argv, prog)
     run_dir, made, locked = None, [], False
+    startup_done()  # from here on SIGINT and SIGTERM end in what_remains' one line
     try:
         with sigterm_stops(), contextlib.ExitStack() as owned:
             if control["resume"]:

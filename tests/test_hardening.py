@@ -395,6 +395,19 @@ def test_bad_thread_count_setting_is_one_line(tmp_path):
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
+def test_non_ascii_out_under_an_ascii_only_locale(data_dir, tmp_path):
+    """A non-ASCII --out under an ASCII-only locale and output encoding trains and prints
+    (escaped), instead of a UnicodeEncodeError."""
+    run = tmp_path / "r\u00fcn"
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONIOENCODING": "ascii",
+           "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    proc = subprocess.run([sys.executable, "-m", "ffnumpy.train", *TINY, "--data-dir",
+                           str(data_dir), "--out", str(run)], capture_output=True, env=env,
+                          cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert (run / "model.npz").is_file() and b"Traceback" not in proc.stderr
+
+
 def test_huge_layer_count_is_a_memory_refusal(data_dir, tmp_path, capsys):
     """--layers 10**30 is refused by the memory estimate, not an OverflowError."""
     err = exits_with(2, main, [*TINY, "--layers", str(10**30), "--data-dir", str(data_dir),
@@ -402,16 +415,25 @@ def test_huge_layer_count_is_a_memory_refusal(data_dir, tmp_path, capsys):
     assert "not enough memory" in err
 
 
-def test_full_standard_output_does_not_stop_training(data_dir, tmp_path):
-    """A standard output that cannot be written (> /dev/full) is reported as such on
-    stderr, once, and the run finishes with its model."""
+@pytest.mark.parametrize("where", ["/dev/full", "a closed pipe"])
+def test_unwritable_standard_output_does_not_stop_training(data_dir, tmp_path, where):
+    """A standard output that cannot be written (> /dev/full, | head -1) is reported as
+    such on stderr, once, not as a file error, and the run finishes with its model."""
     run = tmp_path / "run"
-    with open("/dev/full", "w") as full:
+    if where == "/dev/full":
+        stdout = os.open(where, os.O_WRONLY)
+    else:
+        read_end, stdout = os.pipe()
+        os.close(read_end)  # the reader is gone before the first line
+    try:
         proc = subprocess.run([sys.executable, "-m", "ffnumpy.train", *TINY, "--data-dir",
-                               str(data_dir), "--out", str(run)], stdout=full,
+                               str(data_dir), "--out", str(run)], stdout=stdout,
                               stderr=subprocess.PIPE, text=True, cwd=REPO, timeout=300)
+    finally:
+        os.close(stdout)
     assert proc.returncode == 0, proc.stderr
-    assert "standard output cannot be written" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stderr.count("standard output cannot be written") == 1
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr
     assert (run / "model.npz").is_file()
 
 
