@@ -33,7 +33,8 @@ def _started_as_command():
 
 def _stop_during_startup(signum, frame):
     name = signal.Signals(signum).name
-    os.write(2, f"ffnumpy: {name} while starting; nothing was written\n".encode())
+    os.write(2, f"ffnumpy: {name} while starting; nothing was written, run the command "
+                f"again to start it\n".encode())
     os._exit(128 + signum)
 
 

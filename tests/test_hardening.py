@@ -4,7 +4,6 @@ lost: links in a run folder, sizes that a file declares, non-finite state, the o
 standard output, and a dataset folder that is not ffnumpy's own."""
 import errno
 import fcntl
-import io
 import json
 import os
 import pickle
@@ -13,7 +12,6 @@ import signal
 import struct
 import subprocess
 import sys
-import tarfile
 import warnings
 import zipfile
 from pathlib import Path
@@ -21,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ffnumpy import data as data_mod
 from ffnumpy import train
 from ffnumpy.checkpoint import CheckpointError, load_archive, save_archive
 from ffnumpy.data import DataError, load_dataset, read_idx
