@@ -95,12 +95,13 @@ def open_in(dir_fd, name, flags, mode=0o666, folder=""):
         As ``os.open``; ``filename`` names ``folder/name``.
     """
     path = os.path.join(str(folder), name)
-    try:
+    try:  # O_NONBLOCK: a FIFO planted under the name must not hang the open; cleared below
         fd = os.open(name, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode,
                      dir_fd=dir_fd)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise SymlinkError(errno.ELOOP, "a symbolic link; refusing to follow it", path) from None
+            raise SymlinkError(errno.ELOOP, "a symbolic link; refusing to follow it",
+                               path) from None
         exc.filename = path
         raise
     if not stat.S_ISREG(os.fstat(fd).st_mode):

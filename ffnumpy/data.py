@@ -6,8 +6,8 @@ integer labels, the number of classes and the image shape (:class:`Dataset`).
 Where the files are looked for, in order: ``<root>/<folder>/`` and ``<root>/`` with
 root = ``--data-dir``, else ``$FFNUMPY_DATA_DIR``, else ``data_cache/``; for
 Fashion-MNIST also Debian's ``/usr/share/datasets/fashion-mnist/``; then, for a file
-found in none of them, a copy in ``data_cache/<folder>/`` with the published MD5. MNIST ships with the repository in
-``data_cache/mnist/``. A folder the user points at is only read, never written: a
+found in none of them, a copy in ``data_cache/<folder>/`` with the published MD5.
+MNIST ships with the repository in ``data_cache/mnist/``. A folder the user points at is only read, never written: a
 CIFAR archive is read member by member in memory (nothing is extracted), and a
 missing file is downloaded from the official source (then a mirror) into ffnumpy's
 own ``data_cache/<folder>/`` and checked against its published MD5
