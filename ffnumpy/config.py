@@ -129,7 +129,8 @@ HELP = {
     "checkpoint_seconds": "at least this many seconds between checkpoints (0: every "
                           "--checkpoint-every epochs); a kill -9 loses at most the longer of "
                           "--checkpoint-every epochs and this long plus one epoch",
-    "data_dir": "folder holding the datasets (default: data_cache/ or $FFNUMPY_DATA_DIR)",
+    "data_dir": "folder holding the datasets, only read (downloads go to data_cache/) and "
+                "saved as an absolute path (default: data_cache/ or $FFNUMPY_DATA_DIR)",
     "out": "run folder (default: data_cache/runs/<dataset>-<algo>-<L>x<W>-s<seed>-<time>)",
 }
 
