@@ -9,10 +9,54 @@ the same seed see identical numbers.
 import math
 import os
 import platform
+import signal
+import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
 
-import numpy as np
+COMMANDS = ("ffnumpy.train", "ffnumpy.predict")  # started as python -m ...
+SCRIPTS = ("ffnumpy-train", "ffnumpy-predict")  # or as these console scripts
+
+
+# --- start-up ---
+# Loading NumPy takes a moment, in which a Ctrl-C would print a KeyboardInterrupt traceback
+# and a SIGTERM would end the process without a word. When ffnumpy is loaded by one of its
+# commands, this module (the package's first) makes either signal end it with one line
+# until the command's main() takes over (startup_done). Imported as a library: no effect.
+
+def _started_as_command():
+    argv = getattr(sys, "orig_argv", [])
+    as_module = any(a == "-m" and b in COMMANDS for a, b in zip(argv, argv[1:]))
+    return as_module or os.path.basename(sys.argv[0] if sys.argv else "") in SCRIPTS
+
+
+def _stop_during_startup(signum, frame):
+    name = signal.Signals(signum).name
+    os.write(2, f"ffnumpy: {name} while starting; nothing was written, run the command "
+                f"again to start it\n".encode())
+    os._exit(128 + signum)
+
+
+_STARTUP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_startup_handlers = False
+if threading.current_thread() is threading.main_thread() and _started_as_command():
+    for _sig in _STARTUP_SIGNALS:
+        signal.signal(_sig, _stop_during_startup)
+    _startup_handlers = True
+
+
+def startup_done():
+    """Give SIGINT and SIGTERM back their usual handlers (KeyboardInterrupt, end) once a
+    command's main() is ready to handle them itself."""
+    global _startup_handlers
+    if _startup_handlers and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        _startup_handlers = False
+
+
+import numpy as np  # noqa: E402 - after the start-up handlers, as it takes a moment to load
 
 BACKENDS = ("numpy", "cupy")
 
@@ -23,14 +67,17 @@ def _usable_cores():
 
 
 def _thread_count():
-    """Threads for NumPy's element-wise work: $FFNUMPY_NUM_THREADS, else the usable cores."""
+    """Threads for NumPy's element-wise work: $FFNUMPY_NUM_THREADS, else the usable cores;
+    and the one-line error for a value that is not a positive integer (then the usable
+    cores, so that importing ffnumpy never fails; :func:`get_xp` reports the error)."""
     value = os.environ.get("FFNUMPY_NUM_THREADS", "")
     if not value:
-        return _usable_cores()
-    if not value.isdigit() or int(value) < 1:
-        raise ValueError(f"FFNUMPY_NUM_THREADS must be a positive integer, got {value!r}; "
-                         "unset it to use every usable core")
-    return int(value)
+        return _usable_cores(), None
+    if not (value.isascii() and value.isdigit()) or int(value) < 1:
+        return _usable_cores(), (f"FFNUMPY_NUM_THREADS must be a positive integer, got "
+                                 f"{value!r}; set it to one (e.g. 2) or unset it to use every "
+                                 "usable core")
+    return int(value), None
 
 
 # NumPy's ufuncs run on one core and release the GIL, so element-wise passes over
@@ -38,7 +85,7 @@ def _thread_count():
 # products). Blocks smaller than MIN_BLOCK_ELEMENTS are not worth a thread; blocks of
 # at most MAX_BLOCK_ELEMENTS (1 MiB of float32) keep a chain of passes in a core's
 # cache instead of streaming each pass from memory.
-N_THREADS = _thread_count()
+N_THREADS, THREADS_ERROR = _thread_count()
 MIN_BLOCK_ELEMENTS = 1 << 16
 MAX_BLOCK_ELEMENTS = 1 << 18
 _POOL = ThreadPoolExecutor(N_THREADS, thread_name_prefix="ffnumpy") if N_THREADS > 1 else None
@@ -54,9 +101,12 @@ def get_xp(name: str = "numpy") -> ModuleType:
     Raises
     ------
     BackendError
-        If ``name`` is unknown, or CuPy is not installed, or no CUDA GPU is visible.
+        If ``name`` is unknown, or CuPy is not installed, or no CUDA GPU is visible, or
+        $FFNUMPY_NUM_THREADS is not a positive integer.
         The message names what is missing and how to fix it.
     """
+    if THREADS_ERROR:
+        raise BackendError(THREADS_ERROR)
     if name == "numpy":
         return np
     if name != "cupy":

@@ -7,7 +7,10 @@ anything is read or written.
 import argparse
 import dataclasses
 import math
+import os
 from dataclasses import dataclass
+
+import numpy as np
 
 from .backend import BACKENDS
 from .data import DATASETS
@@ -126,7 +129,8 @@ HELP = {
     "checkpoint_seconds": "at least this many seconds between checkpoints (0: every "
                           "--checkpoint-every epochs); a kill -9 loses at most the longer of "
                           "--checkpoint-every epochs and this long plus one epoch",
-    "data_dir": "folder holding the datasets (default: data_cache/ or $FFNUMPY_DATA_DIR)",
+    "data_dir": "folder holding the datasets, only read (downloads go to data_cache/) and "
+                "saved as an absolute path (default: data_cache/ or $FFNUMPY_DATA_DIR)",
     "out": "run folder (default: data_cache/runs/<dataset>-<algo>-<L>x<W>-s<seed>-<time>)",
 }
 
@@ -199,6 +203,11 @@ def validate(cfg):
         if getattr(cfg, name) not in allowed:
             raise ConfigError(f"--{name} must be one of {', '.join(allowed)}, "
                               f"got {getattr(cfg, name)!r}")
+    largest = float(np.finfo(cfg.dtype).max)  # a scale beyond it is infinity in the run
+    for name in ("lr", "alpha", "theta"):
+        if abs(getattr(cfg, name)) > largest:
+            raise ConfigError(f"--{name} {getattr(cfg, name)} does not fit in --dtype "
+                              f"{cfg.dtype} (largest {largest:.3g}); choose a smaller one")
     return cfg
 
 
@@ -248,16 +257,26 @@ def config_from_saved(values):
     return validate(Config.from_dict(values))
 
 
-def config_from_args(argv=None):
-    """Parse ``argv`` into a validated :class:`Config` plus the run-control flags."""
-    parser = build_parser()
+def config_from_args(argv=None, prog="python -m ffnumpy.train"):
+    """Parse ``argv`` into a validated :class:`Config` plus the run-control flags.
+
+    ``--data-dir`` is made absolute, so a run's saved configuration names the same folder
+    from wherever it is resumed or evaluated. ``control["data_dir"]`` is the folder given
+    on the command line (None if none was), which ``--resume`` uses instead of the saved one.
+    """
+    parser = build_parser(prog)
     parser.add_argument("--resume", metavar="RUN_DIR", default=None,
-                        help="continue the run in RUN_DIR from its last checkpoint "
-                        "(every other flag is taken from the saved configuration)")
+                        help="continue the run in RUN_DIR from its last checkpoint (every "
+                        "other flag is taken from the saved configuration, except --data-dir, "
+                        "which may name the folder the data moved to: it is checked against "
+                        "the data the run was trained on)")
     parser.add_argument("--overwrite", action="store_true",
-                        help="allow --out to name a folder that already holds a run")
+                        help="allow --out to name a folder that already holds a run; every "
+                        "file of that run is removed first")
     args = parser.parse_args(argv)
-    control = {"resume": args.resume, "overwrite": args.overwrite}
+    if args.data_dir:
+        args.data_dir = os.path.abspath(args.data_dir)
+    control = {"resume": args.resume, "overwrite": args.overwrite, "data_dir": args.data_dir}
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)}
     cfg = Config(**values)
     try:

@@ -5,14 +5,17 @@ integer labels, the number of classes and the image shape (:class:`Dataset`).
 
 Where the files are looked for, in order: ``<root>/<folder>/`` and ``<root>/`` with
 root = ``--data-dir``, else ``$FFNUMPY_DATA_DIR``, else ``data_cache/``; for
-Fashion-MNIST also Debian's ``/usr/share/datasets/fashion-mnist/``. MNIST ships with
-the repository in ``data_cache/mnist/``. A missing file is downloaded from the
-official source (then a mirror) into ``<root>/<folder>/`` and checked against its
-published MD5 (:mod:`ffnumpy.download`); a local copy is used as it is, since copies
-are often re-compressed, but every file is validated before it is trusted: IDX magic
-numbers and sizes against the bytes present, pickle contents against the expected
-keys, shapes, dtypes and label ranges. A bad file raises :class:`DataError` naming
-the file and what is wrong.
+Fashion-MNIST also Debian's ``/usr/share/datasets/fashion-mnist/``; then, for a file
+found in none of them, a copy in ``data_cache/<folder>/`` with the published MD5.
+MNIST ships with the repository in ``data_cache/mnist/``. A folder the user points at is only read, never written: a
+CIFAR archive is read member by member in memory (nothing is extracted), and a
+missing file is downloaded from the official source (then a mirror) into ffnumpy's
+own ``data_cache/<folder>/`` and checked against its published MD5
+(:mod:`ffnumpy.download`). A local copy is used as it is, since copies are often
+re-compressed, but every file is validated before it is trusted: IDX magic numbers
+and sizes against the bytes present, pickle contents against the expected keys,
+shapes, dtypes and label ranges, and each split must hold at least one image. A bad
+file raises :class:`DataError` naming the file and what is wrong.
 """
 import gzip
 import math
@@ -24,7 +27,15 @@ from pathlib import Path
 import numpy as np
 
 from .backend import xp_of
-from .download import DownloadError, UnsafeFileError, extract_tar, fetch, load_pickle
+from .download import (
+    DownloadError,
+    UnsafeFileError,
+    fetch,
+    load_pickle,
+    loads_pickle,
+    md5_of,
+    read_tar_members,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_CACHE = REPO_ROOT / "data_cache"
@@ -134,7 +145,7 @@ def read_idx(path):
             if len(dims_raw) < 4 * n_dims:
                 raise DataError(f"{path}: header truncated inside its {n_dims} dimension sizes")
             dims = struct.unpack(f">{n_dims}I", dims_raw)
-            n_bytes = int(np.prod(dims, dtype=np.int64))
+            n_bytes = math.prod(dims)  # a Python int: no overflow
             if n_bytes > MAX_IDX_BYTES:
                 raise DataError(f"{path}: header claims shape {dims} ({n_bytes} bytes), "
                                 "which is implausibly large; the file is corrupted")
@@ -166,16 +177,9 @@ def _search_folders(name, root):
     return folders
 
 
-def _download_folder(name, root):
-    """``<root>/<name>/`` for downloads and extractions, or ``data_cache/<name>/`` when that
-    place is read-only (judged by its mode bits, so a shared read-only copy is left alone
-    even by root)."""
-    folder = root / name
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if existing.is_dir() and existing.stat().st_mode & 0o222 and os.access(existing, os.W_OK):
-        return folder
+def _download_folder(name):
+    """``data_cache/<name>/``: ffnumpy's own folder, the only one it writes datasets into
+    (a folder the user points at is read, never written)."""
     return DATA_CACHE / name
 
 
@@ -184,7 +188,10 @@ def _get_file(name, filename, root, folders):
     for folder in folders:
         if (folder / filename).is_file():
             return folder / filename
-    dest = _download_folder(name, root) / filename
+    dest = _download_folder(name) / filename
+    if dest not in [f / filename for f in folders] and dest.is_file() \
+            and md5_of(dest) == MD5[name][filename]:
+        return dest  # the official file, downloaded before: as good as a new download
     urls = [base + filename for base in SOURCES[name]]
     try:
         return fetch(urls, dest, MD5[name][filename])
@@ -231,6 +238,7 @@ def load_idx_dataset(name, data_dir=None):
             raise DataError(f"{name} {split}: {images.shape[0]} images but labels of shape "
                             f"{labels.shape}")
         _check_labels(labels, MNIST_CLASSES, f"{name} {split}")
+        _check_not_empty(images, f"{name} {split}", folders[0])
     return Dataset(_to_unit(arrays["train_images"]), arrays["train_labels"].astype(np.int64),
                    _to_unit(arrays["test_images"]), arrays["test_labels"].astype(np.int64),
                    MNIST_CLASSES, MNIST_IMAGE_SHAPE, name)
@@ -248,31 +256,47 @@ def load_fashion_mnist(data_dir=None):
 
 # --- CIFAR ---
 
-def _cifar_folder(name, root):
-    """The extracted batches folder: found, or extracted from a found or fetched archive."""
-    archive, top = CIFAR[name][:2]
+def _cifar_batches(name, root):
+    """The CIFAR batch files as ``{file name: (images, labels)}``: from an extracted folder
+    if one is found, else read from the found or fetched archive without extracting it."""
+    archive, top, train_files, test_files, label_key, n_classes = CIFAR[name]
+    files = train_files + test_files
     folders = _search_folders(name, root)
-    for folder in folders + [_download_folder(name, root)]:
+    for folder in folders:
         if (folder / top).is_dir():
-            return folder / top
+            return {f: _read_batch(folder / top / f, label_key, n_classes) for f in files}
     tarball = _get_file(name, archive, root, folders)
     try:
-        return extract_tar(tarball, _download_folder(name, root), top)
+        blobs = read_tar_members(tarball, top, files)
+        missing = [f for f in files if f not in blobs]
+        if missing:
+            raise DataError(f"{tarball}: has no {top}/{missing[0]}; is it the right archive?")
+        batches = {}
+        for f in files:
+            where = f"{tarball}:{top}/{f}"
+            batches[f] = _parse_batch(loads_pickle(blobs.pop(f), where), where, label_key,
+                                      n_classes)
+        return batches
     except UnsafeFileError as exc:
         raise DataError(str(exc)) from None
 
 
 def _read_batch(path, label_key, n_classes):
-    """One CIFAR pickle: (images (N, 3072) uint8, labels (N,) int64), validated."""
+    """One CIFAR pickle file: (images (N, 3072) uint8, labels (N,) int64), validated."""
     if not path.is_file():
         raise DataError(f"{path}: file not found; the extracted folder is incomplete, "
-                        "delete it to extract the archive again")
+                        "delete it to read the archive instead")
     try:
         batch = load_pickle(path)
     except UnsafeFileError as exc:
         raise DataError(str(exc)) from None
+    return _parse_batch(batch, path, label_key, n_classes)
+
+
+def _parse_batch(batch, path, label_key, n_classes):
+    """Validate one unpickled CIFAR batch read from ``path``."""
     if not isinstance(batch, dict) or b"data" not in batch or label_key not in batch:
-        keys = sorted(batch)[:6] if isinstance(batch, dict) else type(batch).__name__
+        keys = sorted(map(repr, batch))[:6] if isinstance(batch, dict) else type(batch).__name__
         raise DataError(f"{path}: expected a dict with keys b'data' and {label_key!r}, got "
                         f"{keys}; is this a CIFAR python-version batch?")
     images = batch[b"data"]
@@ -300,20 +324,27 @@ def load_cifar(name, data_dir=None):
     -------
     Dataset with x of shape (N, 3072) in (channel, row, column) order, float32 in [0, 1].
     """
-    _, _, train_files, test_files, label_key, n_classes = CIFAR[name]
-    folder = _cifar_folder(name, data_root(data_dir))
+    _, _, train_files, test_files, _, n_classes = CIFAR[name]
+    root = data_root(data_dir)
+    batches = _cifar_batches(name, root)
 
-    def split(files):
-        parts = [_read_batch(folder / f, label_key, n_classes) for f in files]
-        images = np.concatenate([p[0] for p in parts])
-        return _to_unit(images), np.concatenate([p[1] for p in parts])
+    def split(files, what):
+        images = np.concatenate([batches[f][0] for f in files])
+        _check_not_empty(images, f"{name} {what}", root)
+        return _to_unit(images), np.concatenate([batches[f][1] for f in files])
 
-    x_train, y_train = split(train_files)
-    x_test, y_test = split(test_files)
+    x_train, y_train = split(train_files, "train")
+    x_test, y_test = split(test_files, "test")
     return Dataset(x_train, y_train, x_test, y_test, n_classes, CIFAR_IMAGE_SHAPE, name)
 
 
 # --- shared ---
+
+def _check_not_empty(images, what, where):
+    """A split without images would train on nothing or report a test error of NaN."""
+    if images.shape[0] == 0:
+        raise DataError(f"{what}: the files in {where} hold no images; re-copy the dataset")
+
 
 def _check_labels(labels, n_classes, what):
     if labels.size and (labels.min() < 0 or labels.max() >= n_classes):

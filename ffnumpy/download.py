@@ -4,12 +4,16 @@
   beside its destination, with a progress bar, checks the length and the published
   checksum, and only then renames it into place. An interrupted, truncated or corrupted
   transfer never leaves a file under the final name.
-* :func:`extract_tar` extracts only regular files and folders, refuses any member whose
-  path leaves the target folder, and renames the finished folder into place.
+* :func:`read_tar_members` streams the files of one folder of an archive into memory,
+  writing nothing: an archive in a folder the user points at is only read. A member
+  that is a link or a special file, or whose path is absolute or climbs out with
+  ``..``, is refused as hostile.
 * :func:`load_pickle` unpickles with an allow-list: plain containers, bytes, str,
-  numbers and the NumPy array-reconstruction callables that the CIFAR files use. A
-  pickle that names anything else (``os.system``, ``builtins.eval``, ...) is refused
-  before it can run.
+  numbers and the NumPy array-reconstruction callables that the CIFAR files use, each
+  in the one form those files use it (an empty array then filled from the bytes
+  present; no Python-object dtype). A pickle that names anything else
+  (``os.system``, ``builtins.eval``, ``numpy.ndarray`` called with a buffer and
+  strides, ...) is refused before it can run or allocate.
 
 Set ``FFNUMPY_OFFLINE=1`` to forbid downloads; a missing file is then one clear error.
 """
@@ -18,7 +22,6 @@ import hashlib
 import io
 import os
 import pickle
-import shutil
 import tarfile
 import urllib.error
 import urllib.request
@@ -149,61 +152,53 @@ def _stream(url, tmp, progress):
 
 # --- archives ---
 
-def extract_tar(archive, target, top):
-    """Extract the folder ``top`` of ``archive`` to ``target/top``, safely and atomically.
+def read_tar_members(archive, top, names):
+    """The files ``top/<name>`` of ``archive`` for each of ``names``, as bytes, read in
+    one pass; nothing is written anywhere.
 
-    Only regular files and folders are extracted; a member that is a link or a device,
-    or whose path is absolute or climbs out with ``..``, stops the extraction with
-    :class:`UnsafeFileError` and nothing is left behind. The archive unpacks into a
-    temporary folder that is renamed to ``target/top`` at the end.
+    Every member is checked, wanted or not: only regular files and folders, no path that
+    is absolute or climbs out with ``..``, and at most :data:`MAX_ARCHIVE_BYTES` in all.
+
+    Returns
+    -------
+    dict name -> bytes (a wanted name the archive lacks is absent)
+
+    Raises
+    ------
+    UnsafeFileError
+        For a hostile member, or an archive that is truncated, corrupted or holds no
+        folder ``top/``.
     """
-    with made_folder(target):
-        return _extract_into(archive, Path(target), top)
-
-
-def _extract_into(archive, target, top):
-    staging = target / f".extract-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
+    wanted = {f"{top}/{name}": name for name in names}
+    found, total, has_top = {}, 0, False
     try:
-        with tarfile.open(archive, "r:*") as tar:
-            members = tar.getmembers()
-            size = sum(m.size for m in members)
-            if size > MAX_ARCHIVE_BYTES:
-                raise UnsafeFileError(f"{archive}: members claim {size} bytes in all, more "
-                                      "than a dataset of this kind holds; refusing to extract")
-            for m in members:
-                _extract_member(tar, m, staging, archive)
-        if not (staging / top).is_dir():
-            raise UnsafeFileError(f"{archive}: holds no folder {top}/; is it the right archive?")
-        final = target / top
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(staging / top, final)
-        fsync_dir(target)
-        return final
+        with tarfile.open(archive, "r|*") as tar:  # a stream: members in archive order
+            for member in tar:
+                _check_member(member, archive)
+                total += member.size
+                if total > MAX_ARCHIVE_BYTES:
+                    raise UnsafeFileError(f"{archive}: members claim more than "
+                                          f"{MAX_ARCHIVE_BYTES} bytes, more than a dataset "
+                                          "of this kind holds; refusing to read it")
+                name = member.name.rstrip("/")
+                has_top = has_top or name == top or name.startswith(f"{top}/")
+                if member.isfile() and name in wanted:
+                    with tar.extractfile(member) as src:
+                        found[wanted[name]] = src.read()
     except (tarfile.TarError, EOFError, OSError) as exc:
-        raise UnsafeFileError(f"{archive}: cannot be extracted ({exc}); the file is "
-                              "truncated or corrupted") from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        raise UnsafeFileError(f"{archive}: cannot be read ({exc}); the file is truncated or "
+                              "corrupted") from None
+    if not has_top:
+        raise UnsafeFileError(f"{archive}: holds no folder {top}/; is it the right archive?")
+    return found
 
 
-def _extract_member(tar, member, staging, archive):
+def _check_member(member, archive):
     parts = PurePosixPath(member.name).parts
     if member.name.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]):
-        raise UnsafeFileError(f"{archive}: member {member.name!r} points outside the target "
-                              "folder; refusing to extract a hostile archive")
-    dest = staging.joinpath(*parts)
-    if not dest.resolve().is_relative_to(staging.resolve()):
-        raise UnsafeFileError(f"{archive}: member {member.name!r} resolves outside the target "
-                              "folder; refusing to extract")
-    if member.isdir():
-        dest.mkdir(parents=True, exist_ok=True)
-    elif member.isfile():
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        with tar.extractfile(member) as src, open(dest, "wb") as out:
-            shutil.copyfileobj(src, out, CHUNK)
-    else:
+        raise UnsafeFileError(f"{archive}: member {member.name!r} points outside its folder; "
+                              "refusing a hostile archive")
+    if not (member.isdir() or member.isfile()):
         raise UnsafeFileError(f"{archive}: member {member.name!r} is a link or a special file; "
                               "a dataset archive holds only files and folders")
 
@@ -218,6 +213,39 @@ def _reconstruct():
     return fn
 
 
+class _ArrayType:
+    """What ``numpy.ndarray`` resolves to in a data pickle: a name that
+    :func:`_reconstruct_empty` accepts, not the class itself, so a pickle cannot call
+    ``ndarray(shape, dtype, buffer, offset, strides)`` and declare any size it likes."""
+
+    def __new__(cls, *args):
+        raise UnsafeFileError("the pickle calls numpy.ndarray itself, a form data files "
+                              "never use (it can declare any size over a few bytes)")
+
+
+def _reconstruct_empty(subtype, shape, dtype):
+    """NumPy's ``_reconstruct`` as pickles use it: an empty array, which the pickle's
+    state then fills (NumPy checks those bytes against the shape before allocating)."""
+    if subtype is not _ArrayType or shape != (0,):
+        raise UnsafeFileError("the pickle builds an array in a form data files never use")
+    return _reconstruct()(np.ndarray, shape, dtype)
+
+
+def _plain_dtype(*args):
+    """``numpy.dtype``, refusing Python-object dtypes (their arrays unpickle elements)."""
+    dtype = np.dtype(*args)
+    if dtype.hasobject:
+        raise UnsafeFileError("the pickle asks for an array of Python objects")
+    return dtype
+
+
+def _empty_bytes(*args):
+    """``bytes()`` as protocol-2 pickles written by Python 3 spell ``b''``; only that."""
+    if args:
+        raise UnsafeFileError("the pickle calls bytes() with arguments")
+    return b""
+
+
 def _latin1_encode(text, encoding="latin1"):
     """``_codecs.encode`` as protocol-2 pickles written by Python 3 use it for bytes."""
     if encoding not in ("latin1", "latin-1"):
@@ -226,14 +254,16 @@ def _latin1_encode(text, encoding="latin1"):
 
 
 # (module, name) -> the object it may resolve to. Arrays pickle as
-# _reconstruct(ndarray, shape, dtype) plus a state tuple; Python 3 writes bytes in
-# protocol 2 as _codecs.encode(str, "latin1"); nothing else is callable.
+# _reconstruct(ndarray, (0,), b"b") plus a state tuple; Python 3 writes bytes in
+# protocol 2 as _codecs.encode(str, "latin1"), and b"" as bytes(); nothing else is callable.
 ALLOWED_GLOBALS = {
     ("_codecs", "encode"): _latin1_encode,
-    ("numpy.core.multiarray", "_reconstruct"): _reconstruct(),
-    ("numpy._core.multiarray", "_reconstruct"): _reconstruct(),
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): np.dtype,
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct_empty,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct_empty,
+    ("numpy", "ndarray"): _ArrayType,
+    ("numpy", "dtype"): _plain_dtype,
+    ("__builtin__", "bytes"): _empty_bytes,
+    ("builtins", "bytes"): _empty_bytes,
 }
 
 
@@ -261,11 +291,18 @@ def load_pickle(path):
     size = path.stat().st_size
     if size > MAX_PICKLE_BYTES:
         raise UnsafeFileError(f"{path}: {size} bytes, far more than a data batch; refusing")
-    data = path.read_bytes()
+    return loads_pickle(path.read_bytes(), path)
+
+
+def loads_pickle(data, where):
+    """:func:`load_pickle` for the bytes ``data`` (read from ``where``, named in errors)."""
+    if len(data) > MAX_PICKLE_BYTES:
+        raise UnsafeFileError(f"{where}: {len(data)} bytes, far more than a data batch; "
+                              "refusing")
     try:
         return _RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
     except UnsafeFileError as exc:
-        raise UnsafeFileError(f"{path}: {exc}") from None
+        raise UnsafeFileError(f"{where}: {exc}") from None
     except Exception as exc:  # a malformed pickle raises many kinds; all mean "corrupted"
-        raise UnsafeFileError(f"{path}: not a readable data pickle ({type(exc).__name__}: "
+        raise UnsafeFileError(f"{where}: not a readable data pickle ({type(exc).__name__}: "
                               f"{exc}); the file is truncated or corrupted") from None

@@ -47,12 +47,16 @@ def estimate(cfg, n_train, n_test, image_shape, n_classes):
     itemsize = np.dtype(cfg.dtype).itemsize
     d_image = math.prod(image_shape)
     d_in = _input_width(cfg, image_shape)
-    dims = [d_in] + [cfg.width] * cfg.layers + ([n_classes] if cfg.algo == "bp" else [])
-    n_params = sum(a * b + b for a, b in zip(dims[:-1], dims[1:]))
+    n_out = n_classes if cfg.algo == "bp" else 0  # backprop's output layer
+    # sums over the layers in closed form: --layers may be far too large for a list
+    n_params = (d_in * cfg.width + cfg.width + (cfg.layers - 1) * (cfg.width ** 2 + cfg.width)
+                + (cfg.width * n_out + n_out))
+    n_codes = 0 if cfg.algo == "bp" else n_classes * d_in  # the label codes (ICP or one-hot)
     rows = min(cfg.batch_size, n_train)  # B
-    widest = max(dims[1:])
+    widest = max(cfg.width, n_out)
     if cfg.algo == "bp":  # every layer's input, pre-activation and activity, kept for backward
-        work = 3 * rows * sum(dims) + n_params + 2 * BP_PREDICT_ROWS * widest
+        work = (3 * rows * (d_in + cfg.layers * cfg.width + n_out) + n_params
+                + 2 * BP_PREDICT_ROWS * widest)
     else:  # z0, z1, dz on 2B rows; z_base, dz_img on B rows; the weight-gradient buffers
         work = (3 * 2 * rows * widest + 2 * rows * widest + 2 * cfg.width * d_in
                 + cfg.width * cfg.width + 2 * PREDICT_ELEMENTS
@@ -61,7 +65,7 @@ def estimate(cfg, n_train, n_test, image_shape, n_classes):
     host_images = (n_train + n_test) * d_image * HOST_FLOAT * (2 if cfg.standardize else 1)
     device_images = (n_train + n_test) * d_image * itemsize
     on_host = cfg.backend == "numpy" and itemsize == HOST_FLOAT
-    return {"weights": n_params * itemsize,
+    return {"weights": (n_params + n_codes) * itemsize,
             "optimizer": n_params * itemsize * (ADAM_COPIES if cfg.optimizer == "adam" else 0),
             "work buffers": work * itemsize,
             "dataset": 0 if on_host else device_images,
@@ -74,6 +78,38 @@ def human(n_bytes):
         if abs(n_bytes) < 1024 or unit == "PiB":
             return f"{n_bytes:.0f} {unit}" if unit == "B" else f"{n_bytes:.1f} {unit}"
         n_bytes /= 1024
+
+
+def _refuse_if_short(cfg, places, what="this run", advice=None):
+    """Raise :class:`MemoryRefusal` if the bytes ``needed`` in any ``(xp, needed)`` place
+    exceed what is available there; the message ends with ``advice`` (default: the flags
+    that shrink a run)."""
+    if advice is None:
+        advice = ("use fewer --layers, a smaller --width or --batch-size"
+                  f"{', or --dtype float32' if cfg.dtype == 'float64' else ''}")
+    for module, needed in places:
+        available, where = available_memory(module)
+        total = sum(needed.values())
+        if available is not None and total > available:
+            listed = ", ".join(f"{name} {human(v)}" for name, v in needed.items() if v > 0)
+            raise MemoryRefusal(
+                f"not enough memory: {what} needs about {human(total)} ({listed}) but "
+                f"{where} is {human(available)}; {advice}")
+
+
+def check_model_memory(cfg, n_classes, image_shape, xp, with_optimizer=False):
+    """Raise :class:`MemoryRefusal` if the model a saved file describes cannot fit where
+    ``xp`` computes: its weights and label codes, its optimiser state (a checkpoint) and
+    its prediction buffers, from the sizes in the file's header before anything is built.
+    """
+    parts = estimate(cfg, 0, 0, image_shape, n_classes)
+    needed = {"weights": parts["weights"],
+              "optimizer": parts["optimizer"] if with_optimizer else 0,
+              "work buffers": 2 * PREDICT_ELEMENTS * np.dtype(cfg.dtype).itemsize}
+    _refuse_if_short(cfg, [(xp, needed)], what="the saved model",
+                     advice="the file's header was damaged or edited, or the model was "
+                     "trained on a larger machine: evaluate it there")
+    return needed
 
 
 def check_memory(cfg, data, xp):
@@ -90,14 +126,6 @@ def check_memory(cfg, data, xp):
     places = [(xp, parts), (np, {"dataset on the host": host_part - already})]
     if xp is np:
         places = [(np, {**parts, "standardised copy": host_part - already})]
-    for module, needed in places:
-        available, where = available_memory(module)
-        total = sum(needed.values())
-        if available is not None and total > available:
-            listed = ", ".join(f"{name} {human(v)}" for name, v in needed.items() if v > 0)
-            raise MemoryRefusal(
-                f"not enough memory: this run needs about {human(total)} ({listed}) but "
-                f"{where} is {human(available)}; use fewer --layers, a smaller --width or "
-                f"--batch-size{', or --dtype float32' if cfg.dtype == 'float64' else ''}")
+    _refuse_if_short(cfg, places)
     return parts
 

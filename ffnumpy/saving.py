@@ -4,19 +4,53 @@ A model file (``model.npz``) holds the weights, the label codes (the ICP pattern
 and the configuration, enough to predict. A checkpoint adds the optimiser state
 and the position in training. Both are archives of :mod:`ffnumpy.checkpoint`.
 """
+import math
 from pathlib import Path
 
 import numpy as np
 
 from .backend import get_xp, to_host
 from .bp import BPNet
-from .checkpoint import CheckpointError, load_archive, save_archive
+from .checkpoint import CheckpointError, NonFiniteError, load_archive, save_archive
 from .config import ConfigError, config_from_saved
 from .labels import LabelEncoder, make_encoder
+from .memory import check_model_memory
 from .model import FFNet
 
 MODEL_FILE = "model.npz"
 CHECKPOINT_FILE = "checkpoint.npz"
+NUMBER_KINDS = "fiu"  # dtype kinds an array of weights, state or codes may have
+DIVERGED = ("the run had diverged when it was written; train it again (e.g. with a smaller "
+            "--lr) instead of resuming or evaluating it")
+
+
+# --- checks of what a file holds ---
+
+def nonfinite_entries(arrays):
+    """Names of the floating-point arrays in ``arrays`` that hold NaN or infinity."""
+    return [name for name, a in arrays.items()
+            if a.dtype.kind == "f" and not np.isfinite(a).all()]
+
+
+def check_numbers(name, a, source, shape=None):
+    """Raise unless ``a`` is a numeric array (of ``shape``) without NaN or infinity.
+
+    Raises
+    ------
+    CheckpointError
+        If ``a`` is not numeric or has another shape.
+    NonFiniteError
+        If it holds NaN or infinity (exit code 3).
+    """
+    if not isinstance(a, np.ndarray) or a.dtype.kind not in NUMBER_KINDS:
+        kind = a.dtype if isinstance(a, np.ndarray) else type(a).__name__
+        raise CheckpointError(f"{source}: entry {name!r} is of type {kind}, not numbers; the "
+                              "file was damaged or edited, use an earlier checkpoint or retrain")
+    if shape is not None and a.shape != tuple(shape):
+        raise CheckpointError(f"{source}: entry {name!r} has shape {a.shape}, the model "
+                              f"expects {tuple(shape)}")
+    if nonfinite_entries({name: a}):
+        raise NonFiniteError(f"{source}: entry {name!r} holds NaN or infinity: {DIVERGED}")
 
 
 def build_model(cfg, n_classes, image_shape, xp):
@@ -51,29 +85,55 @@ def model_arrays(model, with_optimizer=False):
 
 
 def restore_arrays(model, arrays, with_optimizer=False, source="file"):
-    """Copy saved arrays into ``model`` in place, checking every name and shape."""
+    """Copy saved arrays into ``model`` in place, checking every name, type, shape and
+    value (:func:`check_numbers`: NaN or infinity raises :class:`NonFiniteError`)."""
     xp = model.xp
 
     def take(name, like):
         if name not in arrays:
             raise CheckpointError(f"{source}: entry {name!r} is missing; the file is incomplete")
-        a = arrays[name]
-        if a.shape != like.shape:
-            raise CheckpointError(f"{source}: entry {name!r} has shape {a.shape}, the model "
-                                  f"expects {like.shape}")
-        return xp.asarray(a, dtype=like.dtype)
+        check_numbers(name, arrays[name], source, like.shape)
+        return xp.asarray(arrays[name], dtype=like.dtype)
 
+    if isinstance(model, FFNet) and "codes" in arrays:  # the label codes: checked alike
+        check_numbers("codes", arrays["codes"], source, model.encoder.codes.shape)
     for l in range(model.n_layers):
         model.W[l][...] = take(f"W{l}", model.W[l])
         model.b[l][...] = take(f"b{l}", model.b[l])
     if with_optimizer:
         for k, opt in enumerate(model.optimizers):
-            state = {"t": int(arrays.get(f"opt{k}_t", 0))}
+            state = {"t": step_count(arrays, f"opt{k}_t", source)}
             for name in ("m", "v"):
                 if hasattr(opt, name):
                     state[name] = [take(f"opt{k}_{name}{i}", a)
                                    for i, a in enumerate(getattr(opt, name))]
             opt.load_state_dict(state)
+
+
+def step_count(arrays, name, source):
+    """An optimiser's step count ``t``: a saved integer scalar >= 0 (0 when absent)."""
+    t = arrays.get(name, np.array(0))
+    if not (t.shape == () and t.dtype.kind in "iu" and int(t) >= 0):
+        raise CheckpointError(f"{source}: entry {name!r} is {t.dtype} of shape {t.shape}, "
+                              "expected a whole number >= 0; the file was damaged or edited, "
+                              "use an earlier checkpoint or retrain")
+    return int(t)
+
+
+def check_epoch_arrays(arrays, model, n_train, n_classes, source):
+    """Check a mid-epoch checkpoint's ``stats_sum`` (the epoch's summed per-step statistics,
+    (L, 3) for FF/SymBa, (1, 1) for backprop) and ``epoch_y_neg`` (the epoch's hard
+    negative labels: ``n_train`` integers in 0..n_classes - 1), where present."""
+    if "stats_sum" in arrays:
+        shape = (model.n_layers, 3) if isinstance(model, FFNet) else (1, 1)
+        check_numbers("stats_sum", arrays["stats_sum"], source, shape)
+    if "epoch_y_neg" in arrays:
+        y_neg = arrays["epoch_y_neg"]
+        if not (y_neg.dtype.kind in "iu" and y_neg.shape == (n_train,)
+                and (y_neg.size == 0 or 0 <= y_neg.min() <= y_neg.max() < n_classes)):
+            raise CheckpointError(f"{source}: entry 'epoch_y_neg' is not {n_train} integer "
+                                  f"labels in 0..{n_classes - 1}; the file was damaged or "
+                                  "edited, use an earlier checkpoint or retrain")
 
 
 def save_model(path, model, cfg, extra=None):
@@ -124,9 +184,12 @@ def config_of(meta, source):
     if stats is not None and not (isinstance(stats, dict)
                                   and _is_number_list(stats.get("mean"), shape[0])
                                   and _is_number_list(stats.get("std"), shape[0])
-                                  and all(v > 0 for v in stats["std"])):
+                                  and all(not v <= 0 for v in stats["std"])):
         raise bad(f"standardization is {stats!r}, expected null or mean and std lists of "
                   f"{shape[0]} numbers (std > 0)")
+    if stats is not None and not all(map(math.isfinite, stats["mean"] + stats["std"])):
+        raise NonFiniteError(f"{source}: the standardisation statistics hold NaN or "
+                             f"infinity: {DIVERGED}")
     if meta.get("kind") == "checkpoint":
         for key, low in (("next_epoch", 1), ("next_step", 0)):
             if not _is_int(meta.get(key), low):
@@ -136,8 +199,13 @@ def config_of(meta, source):
                 and seconds >= 0):
             raise bad(f"epoch_seconds_so_far is {seconds!r}, expected a number >= 0")
         metrics = meta.get("metrics")
-        if not (isinstance(metrics, dict) and isinstance(metrics.get("epochs"), list)):
-            raise bad("metrics is missing or has no list of epochs")
+        if not (isinstance(metrics, dict) and isinstance(metrics.get("epochs"), list)
+                and isinstance(metrics.get("device"), str)):
+            raise bad("metrics is missing, or has no list of epochs or no device")
+        if not all(isinstance(r, dict) and _is_int(r.get("epoch"), 1)
+                   and isinstance(r.get("test_error", 0.0), (int, float))
+                   for r in metrics["epochs"]):
+            raise bad("metrics.epochs holds an entry that is not an epoch's record")
     return cfg
 
 
@@ -194,14 +262,17 @@ def load_model(path, backend=None):
         cfg = cfg.replace(backend=backend)
     xp = get_xp(cfg.backend)
     shape = tuple(meta["image_shape"])
+    is_checkpoint = meta.get("kind") == "checkpoint"
+    check_model_memory(cfg, meta["n_classes"], shape, xp, with_optimizer=is_checkpoint)
     model = build_model(cfg, meta["n_classes"], shape, xp)
     if isinstance(model, FFNet):
         codes = arrays.get("codes")
-        if codes is None or codes.shape != model.encoder.codes.shape:
-            raise CheckpointError(f"{path}: label codes missing or of the wrong shape")
+        if codes is None:
+            raise CheckpointError(f"{path}: entry 'codes' (the label codes) is missing; the "
+                                  "file is incomplete")
+        check_numbers("codes", codes, path, model.encoder.codes.shape)
         model.set_encoder(LabelEncoder.from_state(cfg.labels, codes.astype(cfg.dtype),
                                                   model.encoder.d_image))
-    restore_arrays(model, arrays, with_optimizer=meta.get("kind") == "checkpoint",
-                   source=str(path))
+    restore_arrays(model, arrays, with_optimizer=is_checkpoint, source=str(path))
     model.input_stats = meta.get("standardization")  # predict standardises raw images itself
     return model, cfg, {**meta, "source": str(path)}

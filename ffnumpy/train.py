@@ -12,13 +12,19 @@ start of the epoch, so the position (epoch, step) is the whole random state.
 
 A run folder belongs to one process for its whole life: an exclusive ``flock`` on
 its ``.lock`` file (released by the kernel however the process ends) is taken
-before anything in the folder is written or cleaned. Every error is one line on
-stderr with an exit code (EXIT_* below, listed in the README).
+before anything in the folder is written or cleaned. No file of a run folder is
+opened through a symbolic link (:func:`ffnumpy.checkpoint.open_in`); ``--overwrite``
+removes every file of the old run before the new one writes; a checkpoint holding
+NaN or infinity is never written over the last good one; a finished run without
+its model gets it on ``--resume``. Every error is one line on stderr with an exit
+code (EXIT_* below, listed in the README); a standard output that cannot be written
+is said once and does not stop the run.
 """
 import contextlib
 import dataclasses
 import errno
 import fcntl
+import json
 import math
 import os
 import shlex
@@ -26,6 +32,7 @@ import signal
 import sys
 import tempfile
 import time
+import warnings
 from datetime import datetime
 from pathlib import Path
 
@@ -33,17 +40,33 @@ import numpy as np
 from tqdm import tqdm
 
 from . import augment
-from .backend import BackendError, device_name, get_xp, synchronize, to_host
+from .backend import BackendError, device_name, get_xp, startup_done, synchronize, to_host
 from .checkpoint import (
+    TMP_SUFFIX,
     CheckpointError,
+    SymlinkError,
+    as_command,
     describe_os_error,
+    folder_fd,
     load_archive,
+    open_file,
+    open_in,
+    remove_in,
     save_archive,
     signal_handlers,
+    silence_stdout,
     write_json,
 )
-from .config import Config, config_from_args
-from .data import DATA_CACHE, DataError, hold_out, load_dataset, standardize, standardize_images
+from .config import Config, ConfigError, config_from_args, config_from_saved
+from .data import (
+    DATA_CACHE,
+    DataError,
+    channel_stats,
+    hold_out,
+    load_dataset,
+    standardize,
+    standardize_images,
+)
 from .labels import sample_hard_negative_labels, sample_negative_labels
 from .memory import MemoryRefusal, check_memory
 from .model import FFNet
@@ -51,21 +74,25 @@ from .saving import (
     CHECKPOINT_FILE,
     MODEL_FILE,
     build_model,
+    check_epoch_arrays,
     check_position,
     config_of,
     model_arrays,
+    nonfinite_entries,
     restore_arrays,
     save_model,
 )
 
 PROG = "python -m ffnumpy.train"
 EXIT_USAGE = 2  # bad flags, data, memory or folder (or the folder is in use): nothing written
-EXIT_DIVERGED = 3  # NaN guard tripped
+EXIT_DIVERGED = 3  # NaN guard tripped, or a checkpoint read holds NaN or infinity
 EXIT_IO = 4  # a file could not be written (disk full, read-only, not a folder)
 EXIT_INTERRUPTED = 128 + signal.SIGINT  # a second Ctrl-C, or one before training started
 EXIT_TERMINATED = 128 + signal.SIGTERM  # SIGTERM before training started (as the shell's kill)
+SCRIPT = "ffnumpy-train"  # the console script (pyproject [project.scripts])
 RUN_MARKERS = ("config.json", CHECKPOINT_FILE, MODEL_FILE, "metrics.json")
 LOCK_FILE = ".lock"  # flock'ed by the process that owns the run folder; holds its PID
+MAX_NAME_TRIES = 1000  # default run folders of one second: name, name-2, ..., name-1000
 
 
 class RunError(RuntimeError):
@@ -88,6 +115,11 @@ class Diverged(RunError):
 def command(*args):
     """A shell command line running ffnumpy.train with the interpreter in use."""
     return shlex.join([sys.executable, "-m", "ffnumpy.train", *map(str, args)])
+
+
+def predict_command(run_dir):
+    """The command that evaluates the model of ``run_dir``."""
+    return shlex.join([sys.executable, "-m", "ffnumpy.predict", str(run_dir)])
 
 
 def train_command(cfg, run_dir, *extra):
@@ -114,6 +146,59 @@ def default_run_dir(cfg):
     return DATA_CACHE / "runs" / name
 
 
+def make_run_dir(run_dir, claim):
+    """Create ``run_dir`` and its missing parents; returns the folder and the folders made
+    (innermost first), for :func:`remove_made_folders`.
+
+    With ``claim`` (a default name) the folder must be new: a name another run took in
+    the same second gets "-2", "-3", ... (``mkdir`` decides, so two runs never share one).
+    """
+    made, probe = [], run_dir.parent
+    while not probe.exists() and probe != probe.parent:
+        made.append(probe)
+        probe = probe.parent
+    made.reverse()
+    try:
+        for n in range(1, MAX_NAME_TRIES + 1) if claim else (1,):
+            folder = run_dir if n == 1 else run_dir.with_name(f"{run_dir.name}-{n}")
+            try:
+                folder.mkdir(parents=True)
+            except FileExistsError:
+                if not folder.is_dir():
+                    raise
+                if claim:
+                    continue
+                return folder, made[::-1]
+            return folder, [folder] + made[::-1]
+        raise FileExistsError(errno.EEXIST, "every name of this second is taken", str(run_dir))
+    except BaseException:
+        remove_made_folders(made[::-1])
+        raise
+
+
+def remove_made_folders(made):
+    """Remove the folders this process made (innermost first) that hold nothing but, at
+    most, its lock file, so a failed start leaves nothing behind."""
+    for folder in made:
+        with contextlib.suppress(OSError):
+            if {p.name for p in folder.iterdir()} <= {LOCK_FILE}:
+                remove_in(folder, [LOCK_FILE])
+            folder.rmdir()  # only succeeds when empty
+
+
+def clear_old_run(run_dir):
+    """``--overwrite``: remove every file of the run that was in ``run_dir`` (its
+    configuration, checkpoint, model, metrics and temporaries), so that nothing of it can
+    be taken for the new run. Links are removed, never followed. Returns the names."""
+    stale = [p.name for p in run_dir.glob(f".*{TMP_SUFFIX}")]
+    return remove_in(run_dir, [*RUN_MARKERS, *stale])
+
+
+def remove_temporaries(run_dir):
+    """Remove the temporary files a write cut short by a kill left in ``run_dir``."""
+    remove_in(run_dir, [p.name for p in run_dir.glob(f".*{TMP_SUFFIX}")])
+
+
 def check_run_dir(run_dir, overwrite):
     """Refuse to write into a folder that holds another run, unless ``overwrite``."""
     taken = [m for m in RUN_MARKERS if (run_dir / m).exists()]
@@ -138,15 +223,21 @@ def run_folder_lock(run_dir):
     """
     path = run_dir / LOCK_FILE
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError as exc:
-        exc.filename = exc.filename or str(path)
-        raise
+        with folder_fd(run_dir) as dfd:  # the lock file is the folder's own, never a link
+            fd = open_in(dfd, LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666, run_dir)
+    except SymlinkError as exc:
+        raise RunError(f"{path} is {exc.strerror.split(';')[0]}, so {run_dir} is not a run "
+                       f"folder ffnumpy made; if you trust the folder, remove it "
+                       f"(rm {shlex.quote(str(path))}) and run again") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            if not holder.isdigit():
+                raise RunError(f"{run_dir} is in use by another process (its PID is not "
+                               "recorded yet); wait for it to end, or choose another "
+                               "--out") from None
             raise RunError(f"{run_dir} is in use by process {holder}, which is training in it; "
                            f"wait for it to end (or stop it: kill {holder}), or choose another "
                            "--out") from None
@@ -165,6 +256,27 @@ def check_writable(run_dir):
     except OSError as exc:
         exc.filename = exc.filename or str(run_dir)
         raise
+
+
+# --- standard output ---
+
+def say(text):
+    """Print ``text`` on standard output. If it cannot be written (a closed pipe, a full
+    disk), say so once on stderr and go on without it: the progress lines are a view of
+    what the run folder records, and losing them must not stop or fail a run."""
+    try:
+        print(text, flush=True)
+    except OSError as exc:
+        lose_stdout(exc)
+
+
+def lose_stdout(exc, prog=PROG):
+    """Go on without standard output after ``exc``, saying so in one line on stderr."""
+    with contextlib.suppress(OSError, ValueError):
+        print(f"{prog}: standard output cannot be written ({exc.strerror or exc}); going on "
+              "without it (the run folder's metrics.json records every epoch)",
+              file=sys.stderr, flush=True)
+    silence_stdout()
 
 
 # --- one epoch ---
@@ -214,6 +326,33 @@ def epoch_plan(cfg, y_train, n_classes, epoch):
     return perm, y_neg, aug
 
 
+def dataset_summary(data):
+    """What identifies the data a run trains on, saved in its header and compared on
+    ``--resume``: the number of training and test images and the per-channel mean of the
+    training images (before any hold-out or standardisation)."""
+    mean, _ = channel_stats(data.x_train, data.image_shape)
+    return {"n_train": int(data.x_train.shape[0]), "n_test": int(data.x_test.shape[0]),
+            "mean": mean}
+
+
+def check_same_data(saved, data, cfg, source):
+    """Raise :class:`RunError` unless ``data`` is the data a checkpoint was trained on
+    (``saved``: its :func:`dataset_summary`; None in files that predate it)."""
+    if saved is None:
+        return
+    now = dataset_summary(data)
+    same = (saved.get("n_train") == now["n_train"] and saved.get("n_test") == now["n_test"]
+            and isinstance(saved.get("mean"), list) and len(saved["mean"]) == len(now["mean"])
+            and all(isinstance(a, (int, float)) and math.isclose(a, b, rel_tol=1e-9)
+                    for a, b in zip(saved["mean"], now["mean"])))
+    if not same:
+        where = cfg.data_dir or "the default data folder"
+        raise RunError(f"the {cfg.dataset} data in {where} ({now['n_train']} training, "
+                       f"{now['n_test']} test images) are not the data {source} was trained "
+                       f"on ({saved.get('n_train')} and {saved.get('n_test')}); resume with "
+                       "--data-dir naming the folder the run was trained with")
+
+
 def hard_negatives(cfg, model, x_train, y_train, perm, epoch):
     """Hard negative labels for the epoch (aligned with ``perm``), from the current model."""
     scores = to_host(model.goodness_per_label(x_train))  # (N, C)
@@ -242,6 +381,7 @@ def run(cfg, run_dir, data, resume_state=None):
     xp = get_xp(cfg.backend)
     input_stats = None
     x_val = y_val = None
+    summary = dataset_summary(data)
     if cfg.validation:
         data, x_val, y_val = hold_out(data, cfg.validation, cfg.seed)
     if cfg.standardize:  # statistics of the images trained on, applied to every split
@@ -257,7 +397,8 @@ def run(cfg, run_dir, data, resume_state=None):
         x_val, y_val = xp.asarray(x_val, dtype=cfg.dtype), xp.asarray(y_val)  # (N_val, D_img)
     n_steps = math.ceil(data.x_train.shape[0] / cfg.batch_size)
     header = {"config": cfg.as_dict(), "n_classes": data.n_classes,
-              "image_shape": list(data.image_shape), "standardization": input_stats}
+              "image_shape": list(data.image_shape), "standardization": input_stats,
+              "data": summary}
 
     metrics = {"config": cfg.as_dict(), "device": device_name(xp), "epochs": []}
     epoch, step, stats_sum, seconds_so_far = 1, 0, None, 0.0
@@ -269,6 +410,8 @@ def run(cfg, run_dir, data, resume_state=None):
         metrics = meta["metrics"]
         epoch, step = meta["next_epoch"], meta["next_step"]
         seconds_so_far = meta.get("epoch_seconds_so_far", 0.0)
+        check_epoch_arrays(arrays, model, data.x_train.shape[0], data.n_classes,
+                           run_dir / CHECKPOINT_FILE)
         if "stats_sum" in arrays:
             stats_sum = xp.asarray(arrays["stats_sum"])
         if step > 0 and "epoch_y_neg" in arrays:
@@ -282,6 +425,7 @@ def run(cfg, run_dir, data, resume_state=None):
             arrays["stats_sum"] = to_host(stats)
             if hard:
                 arrays["epoch_y_neg"] = y_neg
+        refuse_nonfinite(arrays, next_epoch, next_step)  # never over the last good one
         save_archive(run_dir / CHECKPOINT_FILE, arrays, {
             **header, "kind": "checkpoint", "next_epoch": next_epoch, "next_step": next_step,
             "epoch_seconds_so_far": seconds, "metrics": metrics})
@@ -289,8 +433,10 @@ def run(cfg, run_dir, data, resume_state=None):
     # a fresh run has no checkpoint: as if the last were long ago; a resumed one has one now
     last_checkpoint = -math.inf if resume_state is None else time.monotonic()
     epochs_since_checkpoint = 0
-    print(f"run folder: {run_dir}  device: {metrics['device']}", flush=True)
-    with StopFlag() as stop:
+    say(f"run folder: {run_dir}  device: {metrics['device']}")
+    # a step that overflows warns in NumPy; the NaN guard below reports it in one line
+    with StopFlag() as stop, warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
         while epoch <= cfg.epochs:
             synchronize(xp)
             t0 = time.perf_counter()  # train_seconds include scoring for hard negatives
@@ -320,9 +466,8 @@ def run(cfg, run_dir, data, resume_state=None):
                     checkpoint(epoch, s + 1, stats_sum, seconds)
                     bar.close()
                     name = signal.Signals(stop.signum).name
-                    print(f"\n{name} received: stopped at epoch {epoch}, step {s + 1}/{n_steps}; "
-                          f"checkpoint written. Resume with: {command('--resume', run_dir)}",
-                          flush=True)
+                    say(f"\n{name} received: stopped at epoch {epoch}, step {s + 1}/{n_steps}; "
+                        f"checkpoint written. Resume with: {command('--resume', run_dir)}")
                     raise SystemExit(128 + stop.signum)
             bar.close()
             synchronize(xp)
@@ -336,7 +481,7 @@ def run(cfg, run_dir, data, resume_state=None):
                     record["val_error"] = float((model.predict(x_val) != y_val).mean())
                 record["eval_seconds"] = time.perf_counter() - t1
             metrics["epochs"].append(record)
-            print(epoch_line(record, cfg.epochs), flush=True)
+            say(epoch_line(record, cfg.epochs))
             epoch, step, stats_sum, seconds_so_far = epoch + 1, 0, None, 0.0
             epochs_since_checkpoint += 1
             if checkpoint_due(cfg, epoch - 1, epochs_since_checkpoint,
@@ -346,12 +491,39 @@ def run(cfg, run_dir, data, resume_state=None):
                 record["checkpoint_seconds"] = time.perf_counter() - t1
                 last_checkpoint, epochs_since_checkpoint = time.monotonic(), 0
             write_json(run_dir / "metrics.json", metrics)
+    return finish_run(run_dir, model, cfg, header, metrics)
+
+
+def finish_run(run_dir, model, cfg, header, metrics):
+    """Write a finished run's final metrics and its model file; returns the metrics."""
     evaluated = [r for r in metrics["epochs"] if "test_error" in r]
     metrics["final_test_error"] = evaluated[-1]["test_error"] if evaluated else None
     write_json(run_dir / "metrics.json", metrics)
     save_model(run_dir / MODEL_FILE, model, cfg, {k: v for k, v in header.items()
                                                    if k != "config"})
     return metrics
+
+
+def finish_from_checkpoint(run_dir, cfg, arrays, meta):
+    """A finished run whose model file is missing (its write failed, or a kill came
+    between the last checkpoint and it): write the metrics and model from the final
+    checkpoint, on the host. Returns the metrics."""
+    model = build_model(cfg, meta["n_classes"], tuple(meta["image_shape"]), np)
+    restore_arrays(model, arrays, source=str(run_dir / CHECKPOINT_FILE))
+    header = {k: meta[k] for k in ("n_classes", "image_shape", "standardization", "data")
+              if k in meta}
+    return finish_run(run_dir, model, cfg, header, meta["metrics"])
+
+
+def refuse_nonfinite(arrays, next_epoch, next_step):
+    """Raise :class:`Diverged` instead of writing a checkpoint that holds NaN or infinity
+    (weights, optimiser state or the epoch's statistics), so the last good one stays."""
+    bad = nonfinite_entries(arrays)
+    if bad:
+        where = f"epoch {next_epoch}, step {next_step}" if next_step else \
+            f"the end of epoch {next_epoch - 1}"
+        raise Diverged(f"non-finite values in {', '.join(bad[:3])} at {where}; that "
+                       "checkpoint was not written")
 
 
 def epoch_record(epoch, stats, train_seconds):
@@ -452,31 +624,31 @@ def sigterm_stops():
     return signal_handlers({signal.SIGTERM: _raise_terminated})
 
 
-def main(argv=None):
+def main(argv=None, prog=PROG):
     """CLI entry point; returns the metrics dict (tests call it in-process)."""
-    cfg, control = config_from_args(argv)
-    run_dir, created, locked = None, False, False
+    cfg, control = config_from_args(argv, prog)
+    run_dir, made, locked = None, [], False
+    startup_done()  # from here on SIGINT and SIGTERM end in what_remains' one line
     try:
         with sigterm_stops(), contextlib.ExitStack() as owned:
             if control["resume"]:
                 run_dir = Path(control["resume"])
-                if not run_dir.is_dir():
-                    raise RunError(f"--resume {run_dir}: no such run folder")
+                check_resumable(run_dir)  # before the lock: nothing made in a non-run folder
                 owned.enter_context(run_folder_lock(run_dir))  # before reading or cleaning
-                for stale in run_dir.glob(".*.tmp"):  # left by a write that a kill cut short
-                    stale.unlink()
+                remove_temporaries(run_dir)  # left by a write that a kill cut short
                 source = run_dir / CHECKPOINT_FILE
                 arrays, meta = load_archive(source)
                 cfg = config_of(meta, source)
+                if control["data_dir"] is not None:  # the data moved: checked below
+                    cfg = cfg.replace(data_dir=control["data_dir"])
                 if meta["next_epoch"] > cfg.epochs:
-                    print(f"{run_dir}: the run is already complete ({cfg.epochs} epochs)")
-                    return meta["metrics"]
-                print(f"resuming {run_dir} at epoch {meta['next_epoch']}, "
-                      f"step {meta['next_step']}")
+                    return complete_run(run_dir, cfg, arrays, meta)
+                say(f"resuming {run_dir} at epoch {meta['next_epoch']}, step {meta['next_step']}")
                 resume_state = (arrays, meta)
             else:
-                run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
-                check_run_dir(run_dir, control["overwrite"])  # early: before the data load
+                run_dir = Path(cfg.out) if cfg.out else None
+                if run_dir is not None:
+                    check_run_dir(run_dir, control["overwrite"])  # early: before the data load
                 resume_state = None
             xp = get_xp(cfg.backend)  # a missing GPU or data fails before the folder is made
             data = load_dataset(cfg.dataset, cfg.data_dir)
@@ -485,54 +657,91 @@ def main(argv=None):
                 raise RunError(f"--validation {cfg.validation} leaves no training images: "
                                f"{cfg.dataset} has {data.x_train.shape[0]}; hold out fewer")
             if resume_state is not None:
+                check_same_data(meta.get("data"), data, cfg, source)
                 check_position(meta, arrays, math.ceil(n_train / cfg.batch_size), source)
             check_memory(cfg, data, xp)
             if resume_state is None:
-                created = not run_dir.exists()
-                run_dir.mkdir(parents=True, exist_ok=True)
+                run_dir, made = make_run_dir(run_dir or default_run_dir(cfg), claim=not cfg.out)
             try:
                 if resume_state is None:
                     owned.enter_context(run_folder_lock(run_dir))
                     locked = True
                     check_run_dir(run_dir, control["overwrite"])  # again, now that it is ours
+                    if control["overwrite"]:
+                        removed = clear_old_run(run_dir)
+                        if removed:
+                            say(f"--overwrite: removed the old run's {', '.join(removed)}")
                 check_writable(run_dir)
-                print("config: " + " ".join(f"{k}={v}" for k, v in cfg.as_dict().items()),
-                      flush=True)
-                return run(cfg, run_dir, data, resume_state)
-            except BaseException:
-                if created and locked:  # a folder this process made and owns, still empty
-                    _remove_if_empty(run_dir)
+                say("config: " + " ".join(f"{k}={v}" for k, v in cfg.as_dict().items()))
+                metrics = run(cfg, run_dir, data, resume_state)
+            except BaseException as exc:
+                if locked or not isinstance(exc, RunError):  # not another process's folder
+                    remove_made_folders(made)  # the folders this process made, still empty
                 raise
+            say(f"done: the model is in {run_dir / MODEL_FILE}; evaluate it with: "
+                f"{predict_command(run_dir)}")
+            return metrics
     except Diverged as exc:
-        _fail(f"{exc}; {divergence_advice(run_dir, cfg)}", exc.code)
+        _fail(f"{exc}; {divergence_advice(run_dir, cfg)}", exc.code, prog)
     except (BackendError, DataError, CheckpointError, RunError, MemoryRefusal) as exc:
-        _fail(str(exc), getattr(exc, "code", EXIT_USAGE))
+        _fail(str(exc), getattr(exc, "code", EXIT_USAGE), prog)
     except OSError as exc:
         fix = OS_FIXES.get(exc.errno, "")
-        _fail(f"{describe_os_error(exc)}; {what_remains(run_dir, cfg, fix)}", EXIT_IO)
+        _fail(f"{describe_os_error(exc)}; {what_remains(run_dir, cfg, fix)}", EXIT_IO, prog)
     except Terminated:
-        _fail(f"terminated (SIGTERM); {what_remains(run_dir, cfg)}", EXIT_TERMINATED)
+        _fail(f"terminated (SIGTERM); {what_remains(run_dir, cfg)}", EXIT_TERMINATED, prog)
     except KeyboardInterrupt:
-        _fail(f"interrupted; {what_remains(run_dir, cfg)}", EXIT_INTERRUPTED)
+        _fail(f"interrupted; {what_remains(run_dir, cfg)}", EXIT_INTERRUPTED, prog)
 
 
-def _fail(message, code):
-    print(f"{PROG}: error: {message}", file=sys.stderr)
+def check_resumable(run_dir):
+    """Raise :class:`RunError` unless ``run_dir`` holds a checkpoint to resume; the message
+    says what to run instead (a run stopped before its first checkpoint starts again)."""
+    if not run_dir.is_dir():
+        raise RunError(f"--resume {run_dir}: no such run folder")
+    if os.path.lexists(run_dir / CHECKPOINT_FILE):
+        return
+    saved = saved_config(run_dir)
+    if saved is None:
+        raise RunError(f"--resume {run_dir}: it holds no {CHECKPOINT_FILE} and no readable "
+                       "config.json, so it is not a run folder; start a run with: "
+                       f"{command('--out', run_dir)}")
+    raise RunError(f"--resume {run_dir}: the run stopped before its first checkpoint, so "
+                   f"there is nothing to resume; start it again with: "
+                   f"{train_command(saved, run_dir, '--overwrite')}")
+
+
+def saved_config(run_dir):
+    """The configuration in ``run_dir``'s config.json, or None if it cannot be read."""
+    try:
+        with os.fdopen(open_file(run_dir / "config.json"), "rb") as f:
+            return config_from_saved(json.loads(f.read()).get("config"))
+    except (OSError, ValueError, AttributeError, RecursionError, ConfigError):
+        return None
+
+
+def complete_run(run_dir, cfg, arrays, meta):
+    """``--resume`` of a run whose last epoch is done: nothing to train, but a missing
+    model file is written from the final checkpoint. Returns the metrics."""
+    if os.path.lexists(run_dir / MODEL_FILE):
+        say(f"{run_dir}: the run is already complete ({cfg.epochs} epochs); evaluate it "
+            f"with: {predict_command(run_dir)}")
+        return meta["metrics"]
+    metrics = finish_from_checkpoint(run_dir, cfg, arrays, meta)
+    say(f"{run_dir}: the run is complete ({cfg.epochs} epochs) but had no {MODEL_FILE}; "
+        f"wrote it from the final checkpoint. Evaluate it with: {predict_command(run_dir)}")
+    return metrics
+
+
+def _fail(message, code, prog=PROG):
+    print(f"{prog}: error: {message}", file=sys.stderr)
     raise SystemExit(code) from None
-
-
-def _remove_if_empty(run_dir):
-    """Remove a run folder this process made if nothing but its lock file is in it."""
-    with contextlib.suppress(OSError):
-        if {p.name for p in run_dir.iterdir()} <= {LOCK_FILE}:
-            (run_dir / LOCK_FILE).unlink(missing_ok=True)
-            run_dir.rmdir()
 
 
 def cli():
     """Console-script entry point (``ffnumpy-train``): exit status 0 on success."""
-    main()
+    as_command(lambda: main(prog=SCRIPT))
 
 
 if __name__ == "__main__":
-    main()
+    as_command(main)

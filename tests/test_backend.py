@@ -56,11 +56,16 @@ def test_workspace_reuses_and_grows_its_buffers():
 
 
 def test_thread_count_rejects_a_bad_setting(monkeypatch):
+    """A bad FFNUMPY_NUM_THREADS leaves ffnumpy importable and is reported, in one line,
+    when a backend is asked for."""
     monkeypatch.setenv("FFNUMPY_NUM_THREADS", "two")
-    with pytest.raises(ValueError, match="FFNUMPY_NUM_THREADS must be a positive integer"):
-        backend._thread_count()
+    count, error = backend._thread_count()
+    assert count == backend._usable_cores() and "must be a positive integer" in error
+    monkeypatch.setattr(backend, "THREADS_ERROR", error)
+    with pytest.raises(backend.BackendError, match="FFNUMPY_NUM_THREADS must be a positive"):
+        backend.get_xp("numpy")
     monkeypatch.setenv("FFNUMPY_NUM_THREADS", "3")
-    assert backend._thread_count() == 3
+    assert backend._thread_count() == (3, None)
 
 
 class NumPyStandIn:

@@ -6,6 +6,7 @@ import struct
 import numpy as np
 import pytest
 
+from ffnumpy import data as data_mod
 from ffnumpy.data import DataError, load_dataset, load_mnist, read_idx
 from tests.conftest import write_idx
 
@@ -74,7 +75,8 @@ def test_not_gzip_despite_name(tmp_path):
         read_idx(tmp_path / "x.gz")
 
 
-def test_missing_file_names_what_to_do(tmp_path):
+def test_missing_file_names_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setattr(data_mod, "DATA_CACHE", tmp_path / "cache")  # no verified copy there
     with pytest.raises(DataError, match="--data-dir"):
         load_mnist(tmp_path)
 

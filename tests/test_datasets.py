@@ -18,7 +18,7 @@ import pytest
 
 from ffnumpy import data as data_mod
 from ffnumpy.data import DataError, channel_stats, load_dataset, standardize
-from ffnumpy.download import UnsafeFileError, extract_tar, load_pickle
+from ffnumpy.download import UnsafeFileError, load_pickle, read_tar_members
 from ffnumpy.train import main as train_main
 from tests.conftest import make_tiny_cifar, make_tiny_mnist
 
@@ -47,8 +47,10 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
 
 @pytest.fixture
 def server(tmp_path, monkeypatch):
-    """(base URL, folder it serves); downloads switched back on for this test."""
+    """(base URL, folder it serves); downloads switched back on for this test, into
+    tmp_path/data/ as ffnumpy's own data_cache/."""
     monkeypatch.delenv("FFNUMPY_OFFLINE", raising=False)
+    monkeypatch.setattr(data_mod, "DATA_CACHE", tmp_path / "data")
     root = tmp_path / "served"
     root.mkdir()
     httpd = http.server.ThreadingHTTPServer(
@@ -135,7 +137,7 @@ def test_offline_switch_refuses_to_download(tmp_path, monkeypatch):
         load_dataset("fashion-mnist", tmp_path / "data")
 
 
-def test_cifar_download_extracts_and_loads(server, monkeypatch, tmp_path):
+def test_cifar_download_loads_without_extracting(server, monkeypatch, tmp_path):
     url, served = server
     make_tiny_cifar(served.parent / "build", "cifar10")
     tarball = served.parent / "build" / "cifar10" / "cifar-10-python.tar.gz"
@@ -144,7 +146,7 @@ def test_cifar_download_extracts_and_loads(server, monkeypatch, tmp_path):
     monkeypatch.setitem(data_mod.MD5, "cifar10", {tarball.name: _md5(served / tarball.name)})
     data = load_dataset("cifar10", tmp_path / "data")
     assert data.x_train.shape == (200, 3072) and data.image_shape == (3, 32, 32)
-    assert (tmp_path / "data" / "cifar10" / "cifar-10-batches-py" / "test_batch").is_file()
+    assert [p.name for p in (tmp_path / "data" / "cifar10").iterdir()] == [tarball.name]
 
 
 # --- local copies ---
@@ -209,11 +211,10 @@ def _tar_with(path, name, payload=b"x", kind=tarfile.REGTYPE, linkname=""):
 def test_tar_member_escaping_the_folder_is_refused(tmp_path, name, kind, linkname):
     archive = tmp_path / "evil.tar.gz"
     _tar_with(archive, name, kind=kind, linkname=linkname)
-    target = tmp_path / "target" / "inner"
+    before = sorted(p.name for p in tmp_path.iterdir())
     with pytest.raises(UnsafeFileError, match="outside|link"):
-        extract_tar(archive, target, "cifar-10-batches-py")
-    assert not (tmp_path / "escaped").exists() and not (tmp_path / "target" / "escaped").exists()
-    assert not (tmp_path / "target").exists()  # nothing half-extracted, no empty folder
+        read_tar_members(archive, "cifar-10-batches-py", ["data_batch_1"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written anywhere
 
 
 def test_hostile_archive_through_the_loader_is_a_data_error(tmp_path):
