@@ -18,17 +18,15 @@ Sources
   ``python -m ffnumpy.bench --memory-plot ...``.
 """
 import argparse
-import io
 import re
 import tempfile
-import tarfile
 from pathlib import Path
 
 import numpy as np
 
 from . import experiments, losses
 from .data import CIFAR, data_root, load_dataset
-from .download import UnsafeFileError, _RestrictedUnpickler
+from .download import UnsafeFileError, loads_pickle, read_tar_members
 from .config import Config
 from .labels import PAPER_LABELS, make_encoder
 
@@ -573,14 +571,13 @@ def cifar10_test_images(n=1, data_dir=None):
                 if (folder / top / "test_batch").is_file():
                     blob = (folder / top / "test_batch").read_bytes()
                 elif (folder / archive).is_file():
-                    with tarfile.open(folder / archive) as tar:
-                        blob = tar.extractfile(f"{top}/test_batch").read()
+                    blob = read_tar_members(folder / archive, top, ["test_batch"])["test_batch"]
                 else:
                     continue
-                batch = _RestrictedUnpickler(io.BytesIO(blob), encoding="bytes").load()
+                batch = loads_pickle(blob, folder / "test_batch")
                 images = batch[b"data"][:n].reshape(n, 3, 32, 32)  # (n, C, H, W)
                 return images, np.asarray(batch[b"labels"][:n])
-            except (OSError, KeyError, ValueError, tarfile.TarError, UnsafeFileError):
+            except (OSError, KeyError, ValueError, TypeError, UnsafeFileError):
                 continue  # an unreadable copy: try the next place
     return None
 
