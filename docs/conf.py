@@ -91,6 +91,7 @@ extensions = [
     "sphinx-mathjax-offline",  # MathJax 3 and its fonts copied into _static/
 ]
 myst_enable_extensions = ["dollarmath", "amsmath"]
+myst_dmath_double_inline = True  # the notebooks write $$...$$ inside a paragraph, as Jupyter allows
 myst_heading_anchors = 3  # `page.md#a-heading` links, as a code host slugs them
 # a notebook may step from its title to a level-3 heading; that is style, not a broken page
 suppress_warnings = ["myst.header"]
