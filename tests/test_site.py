@@ -7,6 +7,7 @@ Skips, visibly, where the docs extra (``pip install -e ".[docs]"``) or Chromium 
 import importlib.util
 import os
 import re
+import shlex
 import subprocess
 import sys
 from html.parser import HTMLParser
@@ -35,6 +36,14 @@ def git_status():
                           cwd=REPO, capture_output=True, text=True, check=True).stdout
 
 
+def documented_build_command():
+    """The README's build command (section "Documentation site"), as a list of words."""
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## Documentation site"):]
+    block = re.search(r"```bash\n(.*?)```", section, flags=re.S).group(1)
+    return shlex.split(block.strip().split("&&")[-1])
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     """The site, built as README "Documentation site" says, in quick mode."""
@@ -42,10 +51,11 @@ def site(tmp_path_factory):
         pytest.importorskip(module, reason=f"{module} missing: the docs extra is not "
                                            "installed (pip install -e \".[docs]\")")
     out = tmp_path_factory.mktemp("docs") / "site"
+    command = documented_build_command()
+    assert command[:3] == ["python", "-m", "sphinx"] and "-W" in command, command
     before = git_status()
     result = subprocess.run(
-        [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-c", "docs", "-b",
-         "html", ".", str(out)],
+        [sys.executable, *[str(out) if a == "build/site" else a for a in command[1:]], "-q"],
         cwd=REPO, capture_output=True, text=True, env={**os.environ, "FFNUMPY_QUICK": "1"},
         timeout=1800)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-8000:]
