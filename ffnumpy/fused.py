@@ -342,3 +342,51 @@ def hidden_layer_weight_grad(xp, h, dz_coef_over_n, h_in, workspace):
     run_blocks(xp, fill, row_blocks(xp, h.shape[0], h.shape[1]))
     return xp.matmul(dz_over_n.T, h_in,
                      out=workspace.get("dW", (h.shape[1], h_in.shape[1])))  # (D_l, D_l-1)
+
+
+# --- the two backward passes ---
+
+def first_layer_backward(xp, h, n, dg_pos, dg_neg, goodness_kind, base, y, y_neg, codes,
+                         base_cols, workspace):
+    r"""dW and db of layer 1 from dL/dG of its positive and negative rows.
+
+    .. math:: dz_i = r_i h_i, \qquad db = r^\top h, \qquad
+              dW = \text{first\_layer\_weight\_grad}(r / n)
+
+    Parameters
+    ----------
+    xp : module
+    h : array of shape (2B, D_1)
+    n : array of shape (2B, 1)
+        As returned by :func:`first_layer_forward` with labels ``[y, y_neg]``.
+    dg_pos, dg_neg : arrays of shape (B,)
+        dL/dG of the positive and the negative rows.
+    goodness_kind : {"sum", "mean"}
+    base, y, y_neg, codes, base_cols, workspace
+        As :func:`first_layer_weight_grad`.
+
+    Returns
+    -------
+    dW : array of shape (D_1, D_in)
+    db : array of shape (D_1,)
+    """
+    dz_coef = dz_coefficients(xp, dg_pos, dg_neg, goodness_kind, h.shape[1])  # (2B,)
+    db = bias_grad(dz_coef, h)  # (D_1,)
+    dW = first_layer_weight_grad(xp, h, dz_coef[:, None] / n, base, y, y_neg, codes,
+                                 base_cols, workspace)  # (D_1, D_in)
+    return dW, db
+
+
+def hidden_layer_backward(xp, h, n, dg_pos, dg_neg, goodness_kind, h_in, workspace):
+    r"""dW and db of a layer l > 1 from dL/dG, as :func:`first_layer_backward` with
+    :func:`hidden_layer_weight_grad`; ``h_in`` is the layer's raw input (2B, D_l-1).
+
+    Returns
+    -------
+    dW : array of shape (D_l, D_l-1)
+    db : array of shape (D_l,)
+    """
+    dz_coef = dz_coefficients(xp, dg_pos, dg_neg, goodness_kind, h.shape[1])  # (2B,)
+    db = bias_grad(dz_coef, h)  # (D_l,)
+    dW = hidden_layer_weight_grad(xp, h, dz_coef[:, None] / n, h_in, workspace)  # (D_l, D_l-1)
+    return dW, db

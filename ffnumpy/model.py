@@ -26,8 +26,8 @@ from .optim import make_optimizer
 # faster than 2^23 (larger products, fewer calls).
 PREDICT_ELEMENTS = 1 << 24
 
-# The per-layer statistics of a training step, in the column order of train_step's array
-# (train.epoch_record reads them by these names).
+# The per-layer statistics of a training step, in the column order of train_step's array;
+# the names are the keys of an epoch's record in metrics.json.
 STEP_STATS = ("loss", "mean_abs_dg_pos", "mean_abs_dg_neg")
 
 
@@ -121,20 +121,14 @@ class FFNet:
                                           self.norm, self.goodness_kind, out)
 
     def _layer_backward(self, l, h, n, dg_pos, dg_neg, h_in, base, labels):
-        """Layer ``l``'s dW and db from dL/dG of its positive and negative rows; the
+        """Layer ``l``'s dW and db from dL/dG of its positive and negative rows; the other
         inputs are those of :meth:`_layer_forward` (``labels``: [y, y_neg])."""
-        dz_coef = fused.dz_coefficients(self.xp, dg_pos, dg_neg, self.goodness_kind,
-                                        h.shape[1])  # (2B,): dz = dz_coef * h row by row
-        db = fused.bias_grad(dz_coef, h)  # (D_l,)
-        dz_coef_over_n = dz_coef[:, None] / n  # (2B, 1)
         if l == 0:
-            dW = fused.first_layer_weight_grad(self.xp, h, dz_coef_over_n, base, *labels,
-                                               self.codes, self.encoder.base_cols,
-                                               self.workspace)  # (D_1, D_in)
-        else:
-            dW = fused.hidden_layer_weight_grad(self.xp, h, dz_coef_over_n, h_in,
-                                                self.workspace)  # (D_l, D_l-1)
-        return dW, db
+            return fused.first_layer_backward(
+                self.xp, h, n, dg_pos, dg_neg, self.goodness_kind, base, *labels, self.codes,
+                self.encoder.base_cols, self.workspace)
+        return fused.hidden_layer_backward(self.xp, h, n, dg_pos, dg_neg, self.goodness_kind,
+                                           h_in, self.workspace)
 
     # --- training ---
 
@@ -172,12 +166,9 @@ class FFNet:
     # --- prediction ---
 
     def _forward(self, x, labels):
-        """Forward pass of every image in ``x`` paired with each label assignment.
-
-        Yields ``(l, h, g)`` per layer: the activities (K*B, D_l) and goodness (K*B,)
-        of the stacked rows of :meth:`_layer_forward`. ``h`` lives in a workspace buffer
-        that layer l+2 overwrites, so the caller uses it before asking for more.
-        """
+        """Yield ``(l, h, g)`` per layer for every image of ``x`` paired with each label
+        assignment (rows as :meth:`_layer_forward`). ``h`` lives in a work buffer that
+        layer l+2 overwrites, so the caller uses it before asking for more."""
         base = self.encoder.base(x)  # (B, D_img)
         h = g = None
         for l in range(self.n_layers):
@@ -204,11 +195,9 @@ class FFNet:
     def goodness_and_dead_fraction(self, x, y=None):
         """Per-layer goodness of every image with every label, and the dead ReLUs, in one pass.
 
-        A unit that never fires on positive data gets no gradient from the goodness
-        (dL/dh = 2 dL/dG h is 0 where h is 0), so it stays dead. Its fraction per layer
-        is read from the rows of the same forward pass that pair each image with its
-        true label, so the test error, each layer's own error and the dead fraction
-        cost one pass over the C labels (no second pass with the true labels).
+        A unit that never fires on positive data gets no gradient (dL/dh = 2 dL/dG h is 0
+        where h is 0), so it stays dead. Its fraction per layer is read from the rows of
+        the same pass that pair each image with its true label (no second pass).
 
         Parameters
         ----------
