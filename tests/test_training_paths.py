@@ -1,12 +1,12 @@
 """What the training loop hands the model, step by step: negatives that are never the true
-label (aligned with the epoch's shuffle), the last partial batch, the learning rate of every
-epoch under linear decay, and a validation error computed on the held-out images."""
+label (aligned with the epoch's shuffle), the last partial batch, and the learning rate of
+every epoch under linear decay (the validation split: tests/test_validation.py)."""
 import numpy as np
 import pytest
 
 from ffnumpy import train
 from ffnumpy.config import Config
-from ffnumpy.data import hold_out, load_dataset
+from ffnumpy.data import load_dataset
 from ffnumpy.model import FFNet
 
 SMALL = ["--width", "16", "--lr", "0.01"]
@@ -82,29 +82,3 @@ def test_loop_trains_each_epoch_at_its_decayed_rate(tiny_mnist, tmp_path, monkey
         epoch = k // 2 + 1
         assert s["lr"] == [pytest.approx(cfg.lr_at(epoch), rel=1e-12)] * 2, f"epoch {epoch}"
     assert steps[-1]["lr"][0] < steps[0]["lr"][0]
-
-
-# --- validation ---
-
-def test_validation_error_is_measured_on_the_held_out_images(tiny_mnist, tmp_path,
-                                                             monkeypatch):
-    """The images the validation error is computed on are exactly the held-out split (not
-    the test or the training images), and each epoch's val_error is the error of the
-    predictions made on them."""
-    seen = []
-    original = FFNet.predict
-
-    def logged(self, x):
-        pred = original(self, x)
-        seen.append((np.array(x), np.array(pred)))
-        return pred
-
-    monkeypatch.setattr(FFNet, "predict", logged)
-    metrics = train.main(["--epochs", "2", "--batch-size", "64", *SMALL, "--validation", "40",
-                          "--data-dir", str(tiny_mnist), "--out", str(tmp_path / "run")])
-    data = load_dataset("mnist", str(tiny_mnist))
-    _, x_val, y_val = hold_out(data, 40, Config().seed)
-    assert len(seen) == len(metrics["epochs"]) == 2
-    for record, (x, pred) in zip(metrics["epochs"], seen):
-        np.testing.assert_array_equal(x, x_val.astype(x.dtype))
-        assert record["val_error"] == float((pred != y_val).mean())
