@@ -165,16 +165,6 @@ class FFNet:
 
     # --- prediction ---
 
-    def _forward(self, x, labels):
-        """Yield ``(l, h, g)`` per layer for every image of ``x`` paired with each label
-        assignment (rows as :meth:`_layer_forward`). ``h`` lives in a work buffer that
-        layer l+2 overwrites, so the caller uses it before asking for more."""
-        base = self.encoder.base(x)  # (B, D_img)
-        h = g = None
-        for l in range(self.n_layers):
-            h, g, _ = self._layer_forward(l, h, g, base, labels)  # (K*B, D_l), (K*B,)
-            yield l, h, g
-
     def goodness_per_label(self, x, per_layer=False):
         """Goodness of every image paired with every label.
 
@@ -214,16 +204,19 @@ class FFNet:
             its label.
         """
         xp, C = self.xp, self.encoder.n_classes
-        chunk = self.prediction_chunk(C)
+        every_label, chunk = list(range(C)), self.prediction_chunk(C)
         out = xp.zeros((self.n_layers, x.shape[0], C), dtype=self.dtype)  # (L, N, C)
         active = [xp.zeros(w.shape[0], dtype=bool) for w in self.W]  # (D_l,) per layer
         for start in range(0, x.shape[0], chunk):
-            xb = x[start:start + chunk]
-            B = xb.shape[0]
+            base = self.encoder.base(x[start:start + chunk])  # (B, D_img)
+            B = base.shape[0]
             if y is not None:  # image i with its own label c is row c*B + i
                 yb = xp.asarray(y[start:start + B], dtype=xp.int64)  # (B,)
                 true_rows = yb * B + xp.arange(B)  # (B,)
-            for l, h, g in self._forward(xb, list(range(C))):  # every candidate label; g: (C*B,)
+            h = g = None
+            for l in range(self.n_layers):  # every image with every candidate label
+                # h: (C*B, D_l) in a work buffer that layer l+2 overwrites, so used now
+                h, g, _ = self._layer_forward(l, h, g, base, every_label)
                 out[l, start:start + B] = g.reshape(C, B).T  # (B, C)
                 if y is not None:
                     h_true = self.workspace.get("h_true", (B, h.shape[1]))  # (B, D_l)
