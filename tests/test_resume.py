@@ -46,28 +46,78 @@ def assert_same_run(dir_a, dir_b):
                                                                 rb["test_error"])
 
 
+# A child that trains as `python -m ffnumpy.train` does, but holds still at a chosen moment
+# (before its N-th training step, or inside its N-th checkpoint write: the temporary file
+# written and synced, not yet renamed) and says so in a marker file. The test then signals it
+# at that moment, whatever the machine's speed: no sleep decides where the run is.
+HELD_CHILD = r"""
+import os, runpy, signal, sys
+from pathlib import Path
+from ffnumpy import bp, model
+
+marker, kind, n, args = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4:]
+calls = [0]
+
+def hold():
+    marker.write_text("held")
+    signal.pause()  # until a signal arrives (SIGKILL ends it here; SIGTERM lets it go on)
+
+def counted(original, is_the_call):
+    def wrapper(*a, **k):
+        if is_the_call(*a):
+            calls[0] += 1
+            if calls[0] == n:
+                hold()
+        return original(*a, **k)
+    return wrapper
+
+if kind == "step":
+    for cls in (model.FFNet, bp.BPNet):
+        cls.train_step = counted(cls.train_step, lambda *a: True)
+else:  # "checkpoint": os.replace is the rename that publishes a written temporary file
+    os.replace = counted(os.replace, lambda src, dst, *a: str(dst).endswith("checkpoint.npz"))
+sys.argv = ["ffnumpy.train", *args]
+runpy.run_module("ffnumpy.train", run_name="__main__")
+"""
+
+
+def start_held(args, marker, kind, n):
+    """The training command ``args`` in a child held at its ``n``-th ``kind`` ("step" or
+    "checkpoint"); returns once it is held there."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", HELD_CHILD, str(marker), kind, str(n),
+                             *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    while not marker.exists():  # no deadline needed: the child either holds or ends
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            pytest.fail(f"the run ended before its {kind} {n}: {out}{err}")
+        time.sleep(0.01)
+    return proc
+
+
+# 12 epochs of 30 steps, a checkpoint after every epoch (--checkpoint-seconds 0)
+KILL_AT = [("step", 31), ("step", 197), ("checkpoint", 2), ("checkpoint", 7)]
+
+
 @pytest.mark.parametrize("algo", ["symba", "bp"])
-def test_sigkill_at_a_random_moment_then_resume_is_identical(data_dir, tmp_path, algo):
-    args = [*ARGS, "--epochs", "12", "--algo", algo, "--data-dir", str(data_dir)]
+@pytest.mark.parametrize("kind, n", KILL_AT, ids=[f"{k}{n}" for k, n in KILL_AT])
+def test_sigkill_then_resume_is_identical(data_dir, tmp_path, algo, kind, n):
+    """kill -9 between two steps of an epoch, or in the middle of a checkpoint write (its
+    temporary written, not renamed), then --resume: the same weights, moments and metrics
+    as a run that was never interrupted, and no stale temporary left."""
+    args = [*ARGS, "--epochs", "12", "--algo", algo, "--data-dir", str(data_dir),
+            "--checkpoint-seconds", "0"]
     ref = tmp_path / "ref"
-    t0 = time.perf_counter()
     main([*args, "--out", str(ref)])
-    duration = time.perf_counter() - t0
-    for attempt in range(3):  # the machine's load varies: a run may outpace the reference
-        run = tmp_path / f"killed{attempt}"
-        proc = start([*args, "--out", str(run)])
-        deadline = time.time() + 120
-        while not (run / "checkpoint.npz").exists() and time.time() < deadline:
-            time.sleep(0.001)
-        # a random moment in the first half of the 11 epochs after the first checkpoint
-        time.sleep(np.random.default_rng().uniform(0.0, 0.5) * duration / 2**attempt)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=60)
-        if proc.returncode == -signal.SIGKILL:
-            break
-    else:
-        pytest.fail("the run finished before it could be killed, three times")
+    run = tmp_path / "killed"
+    proc = start_held([*args, "--out", str(run)], tmp_path / "held", kind, n)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
     assert not (run / "model.npz").exists()
+    if kind == "checkpoint":  # killed between the write and the rename
+        assert [p for p in run.iterdir() if p.name.endswith(".tmp")]
     main(["--resume", str(run)])
     assert_same_run(ref, run)
     assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]  # stale temporaries gone
@@ -79,16 +129,13 @@ def test_sigterm_checkpoints_mid_epoch_and_resume_is_identical(data_dir, tmp_pat
     ref = tmp_path / "ref"
     main([*args, "--out", str(ref)])
     run = tmp_path / "stopped"
-    proc = start([*args, "--out", str(run)])
-    deadline = time.time() + 120
-    while not (run / "metrics.json").exists() and time.time() < deadline:
-        time.sleep(0.005)
+    proc = start_held([*args, "--out", str(run)], tmp_path / "held", "step", 45)  # epoch 2
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 128 + signal.SIGTERM
+    assert proc.returncode == 128 + signal.SIGTERM, err
     assert f"--resume {run}" in out
     _, meta = load_archive(run / "checkpoint.npz")
-    assert meta["next_epoch"] >= 2 and meta["next_step"] > 0  # stopped inside an epoch
+    assert (meta["next_epoch"], meta["next_step"]) == (2, 15)  # the held step, then stopped
     arrays, _ = load_archive(run / "checkpoint.npz")
     assert ("epoch_y_neg" in arrays) == ("hard" in extra)
     main(["--resume", str(run)])
