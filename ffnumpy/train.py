@@ -760,14 +760,8 @@ def main(argv=None, prog=PROG):
         with sigterm_stops(), contextlib.ExitStack() as owned:
             if control["resume"]:
                 run_dir = Path(control["resume"])
-                check_resumable(run_dir)  # before the lock: nothing made in a non-run folder
-                owned.enter_context(run_folder_lock(run_dir))  # before reading or cleaning
-                remove_temporaries(run_dir)  # left by a write that a kill cut short
+                cfg, (arrays, meta) = open_checkpoint(run_dir, control["data_dir"], owned)
                 source = run_dir / CHECKPOINT_FILE
-                arrays, meta = load_archive(source)
-                cfg = config_of(meta, source)
-                if control["data_dir"] is not None:  # the data moved: checked below
-                    cfg = cfg.replace(data_dir=control["data_dir"])
                 if meta["next_epoch"] > cfg.epochs:
                     return complete_run(run_dir, cfg, arrays, meta)
                 say(f"resuming {run_dir} at epoch {meta['next_epoch']}, step {meta['next_step']}")
@@ -836,6 +830,22 @@ def check_resumable(run_dir):
     raise RunError(f"--resume {run_dir}: the run stopped before its first checkpoint, so "
                    f"there is nothing to resume; start it again with: "
                    f"{train_command(saved, run_dir, '--overwrite')}")
+
+
+def open_checkpoint(run_dir, data_dir, owned):
+    """``--resume``: own ``run_dir`` (its lock joins the ExitStack ``owned``), remove what
+    a write cut short by a kill left, and read its checkpoint. Returns the run's
+    configuration (with ``data_dir`` when given: the data moved, which :func:`main` checks
+    against the checkpoint) and the checkpoint's (arrays, meta)."""
+    check_resumable(run_dir)  # before the lock: nothing made in a non-run folder
+    owned.enter_context(run_folder_lock(run_dir))  # before reading or cleaning
+    remove_temporaries(run_dir)
+    source = run_dir / CHECKPOINT_FILE
+    arrays, meta = load_archive(source)
+    cfg = config_of(meta, source)
+    if data_dir is not None:
+        cfg = cfg.replace(data_dir=data_dir)
+    return cfg, (arrays, meta)
 
 
 def saved_config(run_dir):
