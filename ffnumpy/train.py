@@ -345,6 +345,8 @@ class DeviceData:
 
     @classmethod
     def move(cls, data, val, xp, dtype):
+        """The training and test splits of ``data`` and ``val`` (x_val, y_val) or None,
+        on ``xp``'s device."""
         x_val, y_val = (None, None) if val is None else (xp.asarray(val[0], dtype=dtype),
                                                          xp.asarray(val[1]))
         return cls(xp.asarray(data.x_train, dtype=dtype), xp.asarray(data.y_train),
