@@ -10,7 +10,7 @@ an image part shared by all C candidate labels and a per-class code. Two consequ
 make training and prediction cheap: the first layer's product splits,
 :math:`W x_c = W\,\text{base}(x) + W \text{code}_c`, and so does the squared length
 that normalisation needs, :math:`\lVert x_c\rVert^2 = \lVert\text{base}(x)\rVert^2 +
-\lVert\text{code}_c\rVert^2`. See :mod:`ffnumpy.model`.
+\lVert\text{code}_c\rVert^2`. See :mod:`ffnumpy.fused` and notebook 08.
 """
 import numpy as np
 

@@ -5,27 +5,19 @@ computed in the same forward pass, as plain numbers: no gradient crosses between
 layers. Positive and negative samples are stacked into one (2B, D) array so that
 each layer does one matrix product for both.
 
-The first layer never builds the label-encoded input. With the split of
-:mod:`ffnumpy.labels`, for an image x with label c and n_c the normalising length,
-
-.. math:: z = \frac{W\,\text{base}(x) + W\,\text{code}_c}{n_c} + b, \qquad
-          n_c = \sqrt{k(\lVert\text{base}(x)\rVert^2 + \lVert\text{code}_c\rVert^2) + \epsilon}
-
-so the image product ``W base(x)`` is computed once per image and shared by its
-positive and its negative (training) or by all C candidate labels (prediction); the
-per-class products ``W code_c`` are a (C, D) table. The weight gradient splits the
-same way. Tests prove this path equal to :func:`ffnumpy.layers.ff_layer_forward` /
-``ff_layer_backward`` on explicitly encoded inputs.
-
-For speed (README, "Speed"), every per-step array lives in a reused work buffer
-(:class:`ffnumpy.backend.Workspace`) and the element-wise passes between products run
-over row blocks (:func:`ffnumpy.backend.run_blocks`: threads with NumPy); the results do
-not depend on the blocking (tests/test_backend.py).
+:class:`FFNet` holds the network (weights, optimisers, label encoder) and its
+:meth:`FFNet.train_step` is notebook 03's loop: per layer, forward, loss and gradient,
+backward, optimiser step, next layer's input. The layer arithmetic is the fast path of
+:mod:`ffnumpy.fused` (the first layer's product split into an image part and a label
+table, the normalisation applied to the product, work buffers and row blocks), which
+the tests prove equal to :func:`ffnumpy.layers.ff_layer_forward` /
+``ff_layer_backward`` on explicitly encoded inputs, in float64.
 """
-from .backend import Workspace, row_blocks, run_blocks, take_rows
+from . import fused
+from .backend import Workspace, take_rows
 from .data import standardize_images
-from .layers import NORM_EPS, init_linear, norm_scale
-from .losses import LOSSES, goodness, goodness_backward_factor
+from .layers import init_linear
+from .losses import LOSSES
 from .optim import make_optimizer
 
 # Activities per prediction chunk (candidate labels x images x the widest layer): each of
@@ -33,6 +25,25 @@ from .optim import make_optimizer
 # the width or the number of classes. Measured on MNIST 2 x 500: 2^24 predicts about 2%
 # faster than 2^23 (larger products, fewer calls).
 PREDICT_ELEMENTS = 1 << 24
+
+# The per-layer statistics of a training step, in the column order of train_step's array;
+# the names are the keys of an epoch's record in metrics.json.
+STEP_STATS = ("loss", "mean_abs_dg_pos", "mean_abs_dg_neg")
+
+
+def step_stats(xp, loss, dg_pos, dg_neg):
+    r"""One layer's row of :meth:`FFNet.train_step`'s statistics, in :data:`STEP_STATS` order.
+
+    The loss, and the mean over the B pairs of :math:`|\partial L_i/\partial G_{pos,i}|`
+    and :math:`|\partial L_i/\partial G_{neg,i}|` (the quantities of Eqs. 6-7), with
+    :math:`L_i` pair i's own loss. The batch loss is the mean of the :math:`L_i`, so its
+    gradients ``dg_pos``, ``dg_neg`` are those over B, and their absolute sum is that mean.
+
+    Returns
+    -------
+    array of shape (len(STEP_STATS),)
+    """
+    return xp.stack([loss, xp.abs(dg_pos).sum(), xp.abs(dg_neg).sum()])
 
 
 class FFNet:
@@ -92,133 +103,37 @@ class FFNet:
         """All parameter arrays in a fixed order: W1, b1, W2, b2, ..."""
         return [p for pair in zip(self.W, self.b) for p in pair]
 
-    # --- one layer's forward pass, with the normalisation folded in ---
+    # --- one layer, forward and backward (the fast path: ffnumpy.fused) ---
 
-    def _first_layer(self, base, labels):
-        """Layer 1 for each image paired with each label in ``labels``.
-
-        Parameters
-        ----------
-        base : array of shape (B, D_img)
-            ``encoder.base(x)``.
-        labels : list of K label assignments
-            Each an integer array of shape (B,), or one int for every image (K=2 for
-            positive and negative in training; at prediction the C ints 0 .. C-1).
-
-        Returns
-        -------
-        h : array of shape (K*B, D_1)
-            Activities; rows k*B .. (k+1)*B-1 hold the images paired with ``labels[k]``.
-        g : array of shape (K*B,)
-            Goodness.
-        n : array of shape (K*B, 1)
-            Normalising lengths of the encoded inputs.
+    def _layer_forward(self, l, h_in, g_in, base, labels):
+        """Layer ``l``'s activities h (K*B, D_l), goodness g (K*B,) and normalising lengths
+        n (K*B, 1): layer 1 from the image part ``base`` paired with each label assignment
+        in ``labels`` (:func:`fused.first_layer_forward`), a later layer from the layer
+        below's activities ``h_in`` and goodness ``g_in`` (:func:`fused.hidden_layer_forward`).
         """
-        xp, W, ws = self.xp, self.W[0], self.workspace
-        k = norm_scale(self.norm, self.encoder.d_in)
-        B, D_1 = base.shape[0], W.shape[0]
-        z_base = xp.matmul(base, W[:, self.encoder.base_cols].T,
-                           out=ws.get("z_base", (B, D_1)))  # (B, D_1): shared by all K
-        z_codes = self.codes @ W.T  # (C, D_1)
-        base_sq = goodness(base, "sum")  # (B,), row sums of squares
-        sq = xp.concatenate([base_sq + self.code_sq[y] for y in labels])  # (K*B,)
-        n = xp.sqrt(k * sq + NORM_EPS)[:, None]  # (K*B, 1)
-        z = ws.get("z0", (len(labels) * B, D_1))  # (K*B, D_1)
+        if l == 0:
+            return fused.first_layer_forward(
+                self.xp, base, labels, self.W[0], self.b[0], self.codes, self.code_sq,
+                self.encoder.base_cols, self.norm, self.goodness_kind, self.workspace)
+        row_sq_in = fused.row_sq_from_goodness(g_in, self.goodness_kind, h_in.shape[1])
+        out = self.workspace.get(fused.activity_buffer(l), (h_in.shape[0], self.W[l].shape[0]))
+        return fused.hidden_layer_forward(self.xp, h_in, row_sq_in, self.W[l], self.b[l],
+                                          self.norm, self.goodness_kind, out)
 
-        def fill(rows):  # rows lie in one label block: W base(x) + W code_y
-            block, first = divmod(rows.start, B)
-            images, y = slice(first, first + rows.stop - rows.start), labels[block]
-            if isinstance(y, int):  # one label for all: a broadcast add
-                xp.add(z_base[images], z_codes[y], out=z[rows])
-            else:
-                take_rows(z_codes, y[images], out=z[rows])
-                z[rows] += z_base[images]
-
-        return (*self._finish_layer(0, z, n, fill, segment=B), n)
-
-    def _hidden_layer(self, l, h_in, sq_in):
-        """Layer l > 1 from layer l-1's raw activities; returns h, g, n as :meth:`_first_layer`.
-
-        ``x_hat W^T = (h W^T) / n``: the normalisation is applied to the (narrower or
-        equal) product instead of the input, and n comes from ``sq_in``, the row sums of
-        squares that layer l-1's goodness already computed.
-        """
-        xp, W = self.xp, self.W[l]
-        k = norm_scale(self.norm, h_in.shape[1])
-        n = xp.sqrt(k * sq_in + NORM_EPS)[:, None]  # (K*B, 1)
-        # activations alternate between two buffers: layer l reads l-1's, writes its own
-        z = xp.matmul(h_in, W.T, out=self.workspace.get(
-            f"z{l % 2}", (h_in.shape[0], W.shape[0])))  # (K*B, D_l)
-        return (*self._finish_layer(l, z, n), n)
-
-    def _finish_layer(self, l, z, n, fill=None, segment=None):
-        """From the product z = h_in W^T: h = ReLU(z / n + b_l) in place, and the goodness.
-
-        Runs block by block of rows (on threads with NumPy); ``fill(rows)`` first writes
-        those rows of z when the product is assembled per block. Returns h and g.
-        """
-        xp, b = self.xp, self.b[l]
-        g = xp.empty(z.shape[0], dtype=z.dtype)  # (K*B,)
-
-        def finish(rows):
-            if fill is not None:
-                fill(rows)
-            h = z[rows]
-            h /= n[rows]
-            h += b
-            xp.maximum(h, 0, out=h)  # ReLU in place
-            g[rows] = goodness(h, self.goodness_kind)
-
-        run_blocks(xp, finish, row_blocks(xp, z.shape[0], z.shape[1], segment))
-        return z, g
-
-    def _sum_sq(self, g, width):
-        """Row sums of squares from a goodness: G itself for "sum", D*G for "mean"."""
-        return g if self.goodness_kind == "sum" else g * width
-
-    def _first_layer_dW(self, h, scale, base, y, y_neg):
-        """dL/dW_1 from the activities h (2B, D_1) of :meth:`_first_layer` on the positive
-        labels ``y`` and the negative ones ``y_neg``, and ``scale`` (2B, 1).
-
-        dL/dz = 2 dG h row by row; with the normalisation's 1/n, dz/n = scale * h.
-        Since x_hat = (base + code_y) / n, dW = (dz/n)^T x_hat splits into
-        (dz_pos / n_pos + dz_neg / n_neg)^T base on the base columns plus M codes, where
-        column c of M (D_1, C) sums dz/n over the rows whose label is c.
-        """
-        xp, ws = self.xp, self.workspace
-        B, D_1 = base.shape[0], h.shape[1]
-        dz = ws.get("dz", h.shape)  # (2B, D_1): dz/n
-        dz_img = ws.get("dz_img", (B, D_1))  # dz/n of each image's positive plus its negative
-
-        def fill(images):
-            pos, neg = images, slice(B + images.start, B + images.stop)
-            xp.multiply(h[pos], scale[pos], out=dz[pos])
-            xp.multiply(h[neg], scale[neg], out=dz[neg])
-            xp.add(dz[pos], dz[neg], out=dz_img[images])
-
-        run_blocks(xp, fill, row_blocks(xp, B, 2 * D_1))
-        y = xp.concatenate([y, y_neg])  # (2B,)
-        onehot = (y[:, None] == xp.arange(self.encoder.n_classes)[None, :])  # (2B, C)
-        # (D_1, 2B) @ (2B, C): BLAS is several times faster this way round than (C, 2B) @ ...
-        M = dz.T @ onehot.astype(dz.dtype)  # (D_1, C)
-        dW = xp.matmul(M, self.codes,
-                       out=ws.get("dW_codes", (D_1, self.encoder.d_in)))  # (D_1, D_in)
-        dW_base = xp.matmul(dz_img.T, base, out=ws.get("dW", (D_1, base.shape[1])))  # (D_1, D_img)
-        dW[:, self.encoder.base_cols] += dW_base
-        return dW
-
-    def _hidden_layer_dW(self, h, scale, h_in):
-        """dL/dW_l = (dz/n)^T h_in for layer l > 1, with dz/n = scale * h row by row."""
-        xp, ws = self.xp, self.workspace
-        dz = ws.get("dz", h.shape)  # (2B, D_l): dL/dz / n, the normalisation's share
-        run_blocks(xp, lambda rows: xp.multiply(h[rows], scale[rows], out=dz[rows]),
-                   row_blocks(xp, h.shape[0], h.shape[1]))
-        return xp.matmul(dz.T, h_in, out=ws.get("dW", (h.shape[1], h_in.shape[1])))  # (D_l, D_l-1)
+    def _layer_backward(self, l, h, n, dg_pos, dg_neg, h_in, base, labels):
+        """Layer ``l``'s dW and db from dL/dG of its positive and negative rows; the other
+        inputs are those of :meth:`_layer_forward` (``labels``: [y, y_neg])."""
+        if l == 0:
+            return fused.first_layer_backward(
+                self.xp, h, n, dg_pos, dg_neg, self.goodness_kind, base, *labels, self.codes,
+                self.encoder.base_cols, self.workspace)
+        return fused.hidden_layer_backward(self.xp, h, n, dg_pos, dg_neg, self.goodness_kind,
+                                           h_in, self.workspace)
 
     # --- training ---
 
     def train_step(self, x, y, y_neg):
-        """One update of every layer from its own loss on a minibatch.
+        """One update of every layer from its own loss on a minibatch (notebook 03's loop).
 
         Parameters
         ----------
@@ -229,56 +144,26 @@ class FFNet:
 
         Returns
         -------
-        stats : array of shape (L, 3), on the device
-            Per layer: the loss, mean |dL/dG_pos| and mean |dL/dG_neg| per pair
-            (the quantities of Eqs. 6-7). Not synchronised: read only when logging.
+        stats : array of shape (L, len(STEP_STATS)), on the device
+            Per layer, the fields of :data:`STEP_STATS` in that order (:func:`step_stats`).
+            Not synchronised: read only when logging.
         """
-        xp = self.xp
-        B = x.shape[0]
+        B, labels = x.shape[0], [y, y_neg]  # rows :B positives, rows B: negatives
         loss_fn, grad_fn = LOSSES[self.algo]
+        base = self.encoder.base(x)  # (B, D_img): the image part of every encoded input
+        h_in = g_in = None
         stats = []
-        base = self.encoder.base(x)  # (B, D_img)
-        h_in = sq_in = None
         for l in range(self.n_layers):
-            if l == 0:
-                h, g, n = self._first_layer(base, [y, y_neg])  # (2B, D_1), (2B,), (2B, 1)
-            else:
-                h, g, n = self._hidden_layer(l, h_in, sq_in)  # (2B, D_l), ...
-            g_pos, g_neg = g[:B], g[B:]
-            loss = loss_fn(g_pos, g_neg, **self.loss_params)
-            dg_pos, dg_neg = grad_fn(g_pos, g_neg, **self.loss_params)
-            # dL/dz = dL/dh * [z > 0], and dL/dh = 2 dG h is already 0 wherever z <= 0,
-            # so the ReLU mask is implicit (tests compare with ff_layer_backward).
-            # dL/dz = dL/dG * dG/dh = (2 dG) h row by row (goodness_backward), so
-            # db = sum_rows dL/dz is one vector-matrix product with h, and the scaled
-            # dz/n that the weight gradient needs is a single pass over h.
-            dg = xp.concatenate([dg_pos, dg_neg]) * goodness_backward_factor(
-                self.goodness_kind, h.shape[1])  # (2B,)
-            db = dg @ h  # (D_l,)
-            scale = dg[:, None] / n  # (2B, 1)
-            if l == 0:
-                dW = self._first_layer_dW(h, scale, base, y, y_neg)
-            else:
-                dW = self._hidden_layer_dW(h, scale, h_in)
-            stats.append(xp.stack([loss, xp.abs(dg_pos).sum(), xp.abs(dg_neg).sum()]))
+            h, g, n = self._layer_forward(l, h_in, g_in, base, labels)  # (2B, D_l), (2B,), (2B, 1)
+            loss = loss_fn(g[:B], g[B:], **self.loss_params)  # Eq. (3) or (11)
+            dg_pos, dg_neg = grad_fn(g[:B], g[B:], **self.loss_params)  # (B,), (B,)
+            dW, db = self._layer_backward(l, h, n, dg_pos, dg_neg, h_in, base, labels)
             self.optimizers[l].step([dW, db])
-            h_in, sq_in = h, self._sum_sq(g, h.shape[1])
-        return xp.stack(stats)  # (L, 3)
+            stats.append(step_stats(self.xp, loss, dg_pos, dg_neg))
+            h_in, g_in = h, g  # the next layer's input, as plain numbers
+        return self.xp.stack(stats)  # (L, len(STEP_STATS))
 
     # --- prediction ---
-
-    def _forward(self, x, labels):
-        """Forward pass of every image in ``x`` paired with each label assignment.
-
-        Yields ``(l, h, g)`` per layer: the activities (K*B, D_l) and goodness (K*B,)
-        of the stacked rows of :meth:`_first_layer`. ``h`` lives in a workspace buffer
-        that layer l+2 overwrites, so the caller uses it before asking for more.
-        """
-        h, g, _ = self._first_layer(self.encoder.base(x), labels)  # (K*B, D_1)
-        for l in range(self.n_layers):
-            if l > 0:
-                h, g, _ = self._hidden_layer(l, h, self._sum_sq(g, h.shape[1]))
-            yield l, h, g
 
     def goodness_per_label(self, x, per_layer=False):
         """Goodness of every image paired with every label.
@@ -300,11 +185,9 @@ class FFNet:
     def goodness_and_dead_fraction(self, x, y=None):
         """Per-layer goodness of every image with every label, and the dead ReLUs, in one pass.
 
-        A unit that never fires on positive data gets no gradient from the goodness
-        (dL/dh = 2 dL/dG h is 0 where h is 0), so it stays dead. Its fraction per layer
-        is read from the rows of the same forward pass that pair each image with its
-        true label, so the test error, each layer's own error and the dead fraction
-        cost one pass over the C labels (no second pass with the true labels).
+        A unit that never fires on positive data gets no gradient (dL/dh = 2 dL/dG h is 0
+        where h is 0), so it stays dead. Its fraction per layer is read from the rows of
+        the same pass that pair each image with its true label (no second pass).
 
         Parameters
         ----------
@@ -320,20 +203,24 @@ class FFNet:
             Per layer, the fraction of units silent on every image of ``x`` paired with
             its label.
         """
-        xp, C, ws = self.xp, self.encoder.n_classes, self.workspace
-        chunk = self.prediction_chunk(C)
+        xp, C = self.xp, self.encoder.n_classes
+        every_label, chunk = list(range(C)), self.prediction_chunk(C)
         out = xp.zeros((self.n_layers, x.shape[0], C), dtype=self.dtype)  # (L, N, C)
         active = [xp.zeros(w.shape[0], dtype=bool) for w in self.W]  # (D_l,) per layer
         for start in range(0, x.shape[0], chunk):
-            xb = x[start:start + chunk]
-            B = xb.shape[0]
+            base = self.encoder.base(x[start:start + chunk])  # (B, D_img)
+            B = base.shape[0]
             if y is not None:  # image i with its own label c is row c*B + i
                 yb = xp.asarray(y[start:start + B], dtype=xp.int64)  # (B,)
                 true_rows = yb * B + xp.arange(B)  # (B,)
-            for l, h, g in self._forward(xb, list(range(C))):  # every candidate label; g: (C*B,)
+            h = g = None
+            for l in range(self.n_layers):  # every image with every candidate label
+                # h: (C*B, D_l) in a work buffer that layer l+2 overwrites, so used now
+                h, g, _ = self._layer_forward(l, h, g, base, every_label)
                 out[l, start:start + B] = g.reshape(C, B).T  # (B, C)
                 if y is not None:
-                    h_true = take_rows(h, true_rows, out=ws.get("h_true", (B, h.shape[1])))
+                    h_true = self.workspace.get("h_true", (B, h.shape[1]))  # (B, D_l)
+                    take_rows(h, true_rows, out=h_true)
                     active[l] |= h_true.max(axis=0) > 0  # (D_l,)
         dead = None if y is None else xp.stack([1.0 - a.mean() for a in active])  # (L,)
         return out, dead

@@ -5,6 +5,8 @@ same shapes, so a model keeps its references to its weights. All state lives in
 the optimiser object (``m``, ``v``, ``t``) and can be saved and restored with
 :meth:`state_dict` / :meth:`load_state_dict`.
 """
+from functools import partial
+
 from .backend import row_blocks, run_blocks, xp_of
 
 OPTIMIZERS = ("adam", "sgd")
@@ -66,22 +68,8 @@ class Adam:
         eps_hat = self.eps * c2**0.5
         for p, g, m, v, tmp in zip(self.params, grads, self.m, self.v, self._scratch):
             xp = xp_of(p)
-
-            def update(rows, p=p, g=g, m=m, v=v, tmp=tmp):
-                # the update of Algorithm 1 on these rows, in preallocated buffers
-                p, g, m, v, tmp = p[rows], g[rows], m[rows], v[rows], tmp[rows]
-                m *= self.beta1
-                m += xp.multiply(g, 1.0 - self.beta1, out=tmp)
-                v *= self.beta2
-                xp.multiply(g, g, out=tmp)
-                tmp *= 1.0 - self.beta2
-                v += tmp
-                xp.sqrt(v, out=tmp)
-                tmp += eps_hat
-                xp.divide(m, tmp, out=tmp)
-                tmp *= step_size
-                p -= tmp
-
+            update = partial(adam_update_rows, p=p, g=g, m=m, v=v, tmp=tmp, beta1=self.beta1,
+                             beta2=self.beta2, step_size=step_size, eps_hat=eps_hat)
             run_blocks(xp, update, row_blocks(xp, p.shape[0], p.size // max(1, p.shape[0])))
 
     def state_dict(self):
@@ -91,6 +79,45 @@ class Adam:
         self.t = int(state["t"])
         for dst, src in zip(self.m + self.v, list(state["m"]) + list(state["v"])):
             dst[...] = src
+
+
+def adam_update_rows(rows, p, g, m, v, tmp, beta1, beta2, step_size, eps_hat):
+    r"""One step of Kingma & Ba's Algorithm 1 on ``rows`` of a parameter, in place.
+
+    .. math::
+        m_t = \beta_1 m_{t-1} + (1-\beta_1) g_t, \qquad
+        v_t = \beta_2 v_{t-1} + (1-\beta_2) g_t^2, \qquad
+        \theta_t = \theta_{t-1} - \eta_t \frac{m_t}{\sqrt{v_t} + \hat\epsilon}
+
+    with both bias corrections folded into :math:`\eta_t = \eta \sqrt{1-\beta_2^t} /
+    (1-\beta_1^t)` (``step_size``) and :math:`\hat\epsilon = \epsilon
+    \sqrt{1-\beta_2^t}` (``eps_hat``), which equals Algorithm 1's
+    :math:`\eta\, \hat m_t / (\sqrt{\hat v_t} + \epsilon)` exactly.
+
+    Parameters
+    ----------
+    rows : slice
+        The rows to update (:func:`ffnumpy.backend.run_blocks` hands out blocks).
+    p, g, m, v : arrays of one shape
+        Parameter, gradient, first and second moments; ``p``, ``m`` and ``v`` are
+        updated in place.
+    tmp : array of the same shape
+        Work buffer.
+    beta1, beta2, step_size, eps_hat : float
+    """
+    xp = xp_of(p)
+    p, g, m, v, tmp = p[rows], g[rows], m[rows], v[rows], tmp[rows]  # views
+    m *= beta1  # m_t = beta1 m_{t-1} ...
+    m += xp.multiply(g, 1.0 - beta1, out=tmp)  # ... + (1 - beta1) g_t
+    v *= beta2  # v_t = beta2 v_{t-1} ...
+    xp.multiply(g, g, out=tmp)  # g_t^2
+    tmp *= 1.0 - beta2
+    v += tmp  # ... + (1 - beta2) g_t^2
+    xp.sqrt(v, out=tmp)  # sqrt(v_t) ...
+    tmp += eps_hat  # ... + eps_hat: the bias-corrected denominator, times sqrt(1 - beta2^t)
+    xp.divide(m, tmp, out=tmp)  # m_t / (sqrt(v_t) + eps_hat)
+    tmp *= step_size  # times lr sqrt(1 - beta2^t) / (1 - beta1^t): both corrections
+    p -= tmp  # theta_t = theta_{t-1} - step
 
 
 def make_optimizer(name, params, lr):

@@ -129,10 +129,11 @@ def _reference_layer_losses(net, encoder, x, y, y_neg, W=None):
 @pytest.mark.parametrize("labels", ["icp", "overlay"])
 @pytest.mark.parametrize("algo", ["symba", "ff"])
 @pytest.mark.parametrize("norm", ["l2", "rms"])
-def test_network_step_gradients(rng, labels, algo, norm):
+@pytest.mark.parametrize("kind", ["sum", "mean"])
+def test_network_step_gradients(rng, labels, algo, norm, kind):
     """The training step's dW, db of every layer (split product, implicit ReLU mask) equal
     the finite-difference gradient of that layer's own loss with its input held fixed."""
-    net, encoder = _tiny_net(rng, labels, algo, norm=norm)
+    net, encoder = _tiny_net(rng, labels, algo, kind=kind, norm=norm)
     B = 4
     x = rng.uniform(0.0, 1.0, size=(B, encoder.d_image))
     y = np.array([0, 1, 2, 1])
@@ -154,29 +155,34 @@ def test_network_step_gradients(rng, labels, algo, norm):
 
 
 @pytest.mark.parametrize("labels", ["icp", "overlay"])
-def test_split_prediction_equals_explicit_encoding(rng, labels):
-    net, encoder = _tiny_net(rng, labels, "symba")
+@pytest.mark.parametrize("kind", ["sum", "mean"])
+def test_split_prediction_equals_explicit_encoding(rng, labels, kind):
+    net, encoder = _tiny_net(rng, labels, "symba", kind=kind)
     x = rng.uniform(0.0, 1.0, size=(7, encoder.d_image))
     got = net.goodness_per_label(x, per_layer=True)  # (L, N, C)
     for c in range(encoder.n_classes):
         h = encoder.encode(x, np.full(7, c))
         for l in range(net.n_layers):
             h, _ = ff_layer_forward(h, net.W[l], net.b[l], net.norm)
-            np.testing.assert_allclose(got[l, :, c], goodness(h), rtol=1e-10)
+            np.testing.assert_allclose(got[l, :, c], goodness(h, kind), rtol=1e-10)
     np.testing.assert_array_equal(net.predict(x), got.sum(axis=0).argmax(axis=1))
 
 
 def test_no_gradient_crosses_layers(rng):
-    """Changing layer 2's weights never changes layer 1's update."""
+    """Changing layer 2's weights never changes layer 1's update, though the step moves
+    layer 1 and gives layer 2 a different update."""
     net_a, enc = _tiny_net(np.random.default_rng(5), "icp", "symba")
     net_b, _ = _tiny_net(np.random.default_rng(5), "icp", "symba")
     net_b.W[1][...] = rng.standard_normal(net_b.W[1].shape)
+    before = [(net.W[0].copy(), net.W[1].copy()) for net in (net_a, net_b)]
     x = rng.uniform(size=(4, enc.d_image))
     y, y_neg = np.array([0, 1, 2, 0]), np.array([1, 0, 0, 2])
     net_a.train_step(x, y, y_neg)
     net_b.train_step(x, y, y_neg)
     np.testing.assert_array_equal(net_a.W[0], net_b.W[0])
-    assert not np.allclose(net_a.W[1], net_b.W[1])
+    assert not np.allclose(net_a.W[0], before[0][0])  # layer 1 did learn
+    updates = [net.W[1] - W1 for net, (_, W1) in zip((net_a, net_b), before)]
+    assert not np.allclose(*updates)  # layer 2's own update saw its own weights
 
 
 def test_dead_fraction_comes_from_the_true_label_rows_of_the_label_pass(rng, monkeypatch):

@@ -2,7 +2,9 @@
 import numpy as np
 import pytest
 
+from ffnumpy.config import Config
 from ffnumpy.data import Dataset, DataError, hold_out, load_dataset
+from ffnumpy.model import FFNet
 from ffnumpy.train import main
 
 TINY = ["--epochs", "2", "--batch-size", "64", "--width", "32", "--lr", "0.01"]
@@ -39,11 +41,25 @@ def test_impossible_sizes_are_refused(n_val):
         hold_out(_numbered(), n_val, seed=0)
 
 
-def test_run_logs_validation_error_beside_test_error(tiny_mnist, tmp_path):
+def test_run_logs_validation_error_of_the_held_out_images(tiny_mnist, tmp_path, monkeypatch):
+    """Each epoch's val_error is the error of the predictions made on exactly the held-out
+    split (not the test or the training images), logged beside the test error."""
+    seen = []
+    original = FFNet.predict
+
+    def logged(self, x):
+        pred = original(self, x)
+        seen.append((np.array(x), np.array(pred)))
+        return pred
+
+    monkeypatch.setattr(FFNet, "predict", logged)
     metrics = main([*TINY, "--validation", "40", "--data-dir", str(tiny_mnist),
                     "--out", str(tmp_path / "run")])
-    for record in metrics["epochs"]:
-        assert 0.0 <= record["val_error"] <= 1.0
+    _, x_val, y_val = hold_out(load_dataset("mnist", str(tiny_mnist)), 40, Config().seed)
+    assert len(seen) == len(metrics["epochs"]) == 2
+    for record, (x, pred) in zip(metrics["epochs"], seen):
+        np.testing.assert_array_equal(x, x_val.astype(x.dtype))
+        assert record["val_error"] == float((pred != y_val).mean())
         assert 0.0 <= record["test_error"] <= 1.0
     assert metrics["config"]["validation"] == 40
 
