@@ -12,7 +12,6 @@ import platform
 import signal
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
 
 COMMANDS = ("ffnumpy.train", "ffnumpy.predict")  # started as python -m ...
@@ -88,7 +87,21 @@ def _thread_count():
 N_THREADS, THREADS_ERROR = _thread_count()
 MIN_BLOCK_ELEMENTS = 1 << 16
 MAX_BLOCK_ELEMENTS = 1 << 18
-_POOL = ThreadPoolExecutor(N_THREADS, thread_name_prefix="ffnumpy") if N_THREADS > 1 else None
+_POOL = None  # the thread pool, started by _pool() when run_blocks first needs it
+_POOL_LOCK = threading.Lock()
+
+
+def _pool():
+    """The thread pool of :data:`N_THREADS` threads, started on first use (importing
+    ffnumpy starts no thread); None with one thread."""
+    global _POOL
+    if _POOL is None and N_THREADS > 1:
+        with _POOL_LOCK:
+            if _POOL is None:
+                from concurrent.futures import ThreadPoolExecutor  # loaded only when used
+
+                _POOL = ThreadPoolExecutor(N_THREADS, thread_name_prefix="ffnumpy")
+    return _POOL
 
 
 class BackendError(RuntimeError):
@@ -258,13 +271,14 @@ def run_blocks(xp, fn, blocks):
     With NumPy the blocks are dealt out as :data:`N_THREADS` contiguous runs, one task
     per thread. ``fn`` must only run array operations that write to its own block.
     """
-    if xp is not np or len(blocks) == 1 or _POOL is None:
+    pool = None if xp is not np or len(blocks) == 1 else _pool()
+    if pool is None:
         for block in blocks:
             fn(block)
         return
     n = min(N_THREADS, len(blocks))
     runs = [blocks[len(blocks) * i // n:len(blocks) * (i + 1) // n] for i in range(n)]
-    for _ in _POOL.map(lambda run: [fn(block) for block in run], runs):  # re-raises
+    for _ in pool.map(lambda run: [fn(block) for block in run], runs):  # re-raises
         pass
 
 

@@ -6,7 +6,6 @@ The backward pass through all layers is written by hand from the pieces of
 normalisation), as in the paper's BP rows (Table 1, "Labeling Method: None").
 """
 from .backend import xp_of
-from .data import standardize_images
 from .layers import (
     init_linear,
     linear_backward,
@@ -132,7 +131,7 @@ class BPNet:
             self.W.append(xp.asarray(W))
             self.b.append(xp.asarray(b))
         self.optimizers = [make_optimizer(optimizer, self.params(), lr)]  # one for all layers
-        self.input_stats = None  # per-channel mean/std that predict applies (load_model sets it)
+        self.input_stats = None  # an InputStats that predict applies (load_model sets it)
 
     @property
     def n_layers(self):
@@ -163,8 +162,9 @@ class BPNet:
         """The softmax argmax for raw images ``x`` (N, D_img). Shape (N,).
 
         A model trained with ``--standardize`` and loaded by
-        :func:`ffnumpy.saving.load_model` standardises ``x`` first (``input_stats``).
+        :func:`ffnumpy.saving.load_model` standardises ``x`` first with its saved
+        statistics (``input_stats``, a :class:`ffnumpy.saving.InputStats`).
         """
         if self.input_stats is not None:
-            x = standardize_images(x, self.input_stats)
+            x = self.input_stats.apply(x)  # (N, D_img), as training standardised
         return self.logits(x).argmax(axis=1)

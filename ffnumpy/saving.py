@@ -13,6 +13,7 @@ from .backend import get_xp, to_host
 from .bp import BPNet
 from .checkpoint import CheckpointError, NonFiniteError, load_archive, save_archive
 from .config import ConfigError, config_from_saved
+from .data import standardize_images
 from .labels import LabelEncoder, make_encoder
 from .memory import check_model_memory
 from .model import FFNet
@@ -22,6 +23,29 @@ CHECKPOINT_FILE = "checkpoint.npz"
 NUMBER_KINDS = "fiu"  # dtype kinds an array of weights, state or codes may have
 DIVERGED = ("the run had diverged when it was written; train it again (e.g. with a smaller "
             "--lr) instead of resuming or evaluating it")
+
+
+# --- the standardisation a loaded model applies ---
+
+class InputStats(dict):
+    """The per-channel "mean" and "std" lists of a ``--standardize`` run, as saved in its
+    header (a dict, and equal to it), which a loaded model's ``predict`` applies to raw
+    images with :meth:`apply`, exactly as training standardised them. The statistics bring
+    their own arithmetic, so that a model module need not import the data module.
+    """
+
+    def apply(self, x):
+        """``(x - mean) / std`` per colour channel (:func:`ffnumpy.data.standardize_images`).
+
+        Parameters
+        ----------
+        x : array of shape (N, D_img), NumPy or CuPy
+
+        Returns
+        -------
+        array of shape (N, D_img)
+        """
+        return standardize_images(x, self)
 
 
 # --- checks of what a file holds ---
@@ -274,5 +298,6 @@ def load_model(path, backend=None):
         model.set_encoder(LabelEncoder.from_state(cfg.labels, codes.astype(cfg.dtype),
                                                   model.encoder.d_image))
     restore_arrays(model, arrays, with_optimizer=is_checkpoint, source=str(path))
-    model.input_stats = meta.get("standardization")  # predict standardises raw images itself
+    stats = meta.get("standardization")
+    model.input_stats = None if stats is None else InputStats(stats)  # predict applies them
     return model, cfg, {**meta, "source": str(path)}

@@ -24,6 +24,7 @@ import contextlib
 import dataclasses
 import errno
 import fcntl
+import functools
 import json
 import math
 import os
@@ -279,52 +280,7 @@ def lose_stdout(exc, prog=PROG):
     silence_stdout()
 
 
-# --- one epoch ---
-
-class StopFlag:
-    """Turns SIGINT/SIGTERM into a flag the loop checks after each step."""
-
-    def __init__(self):
-        self.signum = None
-        self._previous = {}
-
-    def __enter__(self):
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.signum is not None:  # a second signal: stop now
-            raise KeyboardInterrupt
-        self.signum = signum
-
-    def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
-def checkpoint_due(cfg, epoch, epochs_since, seconds_since):
-    """Whether the end of ``epoch`` writes a checkpoint.
-
-    Always after the last epoch; otherwise once at least ``cfg.checkpoint_every`` epochs
-    and ``cfg.checkpoint_seconds`` seconds have passed since the last checkpoint, so that
-    writing them (about 8 MB for MNIST 2 x 500) costs a bounded share of a run of short
-    epochs, and a kill -9 loses at most the longer of ``checkpoint_every`` epochs and
-    ``checkpoint_seconds`` plus one epoch. SIGINT/SIGTERM always write one (see :func:`run`).
-    """
-    return epoch >= cfg.epochs or (epochs_since >= cfg.checkpoint_every
-                                   and seconds_since >= cfg.checkpoint_seconds)
-
-
-def epoch_plan(cfg, y_train, n_classes, epoch):
-    """The epoch's shuffle, negative labels and augmentation (or None), all drawn from a
-    generator seeded with (seed, epoch); row i of each belongs to image ``perm[i]``."""
-    rng = np.random.default_rng([cfg.seed, epoch])
-    perm = rng.permutation(y_train.shape[0])  # (N,)
-    y_neg = sample_negative_labels(y_train[perm], n_classes, rng)  # (N,), aligned with perm
-    aug = augment.draw(perm.shape[0], rng) if cfg.augmented else None
-    return perm, y_neg, aug
-
+# --- the data a run reads ---
 
 def dataset_summary(data):
     """What identifies the data a run trains on, saved in its header and compared on
@@ -353,11 +309,190 @@ def check_same_data(saved, data, cfg, source):
                        "--data-dir naming the folder the run was trained with")
 
 
+def training_splits(cfg, data):
+    """The splits a run uses: ``--validation`` images held out of training, and with
+    ``--standardize`` every split standardised with the statistics of the images trained on.
+
+    Returns
+    -------
+    data : Dataset
+        Training images (the held-out ones removed) and test images.
+    val : tuple (x_val, y_val) or None
+    input_stats : dict with "mean" and "std", or None
+        The statistics, saved with the model so that its ``predict`` applies them.
+    """
+    val = input_stats = None
+    if cfg.validation:
+        data, x_val, y_val = hold_out(data, cfg.validation, cfg.seed)
+        val = (x_val, y_val)
+    if cfg.standardize:
+        data, input_stats = standardize(data)
+        if val is not None:
+            val = (standardize_images(val[0], input_stats), val[1])
+    return data, val, input_stats
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceData:
+    """The arrays the loop reads, moved to the device once (images in ``cfg.dtype``)."""
+
+    x_train: object  # (N, D_img)
+    y_train: object  # (N,)
+    x_test: object  # (N_test, D_img)
+    y_test: object  # (N_test,)
+    x_val: object = None  # (N_val, D_img), with --validation
+    y_val: object = None  # (N_val,)
+
+    @classmethod
+    def move(cls, data, val, xp, dtype):
+        """The training and test splits of ``data`` and ``val`` (x_val, y_val) or None,
+        on ``xp``'s device."""
+        x_val, y_val = (None, None) if val is None else (xp.asarray(val[0], dtype=dtype),
+                                                         xp.asarray(val[1]))
+        return cls(xp.asarray(data.x_train, dtype=dtype), xp.asarray(data.y_train),
+                   xp.asarray(data.x_test, dtype=dtype), xp.asarray(data.y_test), x_val, y_val)
+
+
+# --- one epoch ---
+
+class StopFlag:
+    """Turns SIGINT/SIGTERM into a flag the loop checks after each step."""
+
+    def __init__(self):
+        self.signum = None
+        self._previous = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signum is not None:  # a second signal: stop now
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+@dataclasses.dataclass
+class Position:
+    """Where training stands: the epoch under way and its next step; for an epoch a
+    checkpoint stopped midway, the sum of its steps' statistics so far (a device array),
+    the seconds it has trained and, with hard negatives, its negative labels."""
+
+    epoch: int = 1
+    step: int = 0
+    stats_sum: object = None  # (L, 3) or (1, 1)
+    seconds: float = 0.0
+    y_neg: object = None  # (N,), aligned with the epoch's shuffle
+
+
+def epoch_plan(cfg, y_train, n_classes, epoch):
+    """The epoch's shuffle, negative labels and augmentation (or None), all drawn from a
+    generator seeded with (seed, epoch); row i of each belongs to image ``perm[i]``."""
+    rng = np.random.default_rng([cfg.seed, epoch])
+    perm = rng.permutation(y_train.shape[0])  # (N,)
+    y_neg = sample_negative_labels(y_train[perm], n_classes, rng)  # (N,), aligned with perm
+    aug = augment.draw(perm.shape[0], rng) if cfg.augmented else None
+    return perm, y_neg, aug
+
+
 def hard_negatives(cfg, model, x_train, y_train, perm, epoch):
     """Hard negative labels for the epoch (aligned with ``perm``), from the current model."""
     scores = to_host(model.goodness_per_label(x_train))  # (N, C)
     rng = np.random.default_rng([cfg.seed, epoch, 1])  # a stream apart from epoch_plan's
     return sample_hard_negative_labels(scores[perm], y_train[perm], rng)
+
+
+def epoch_negatives(cfg, model, x_train, y_train, perm, y_neg, at):
+    """The negative labels epoch ``at.epoch`` trains with, and whether a checkpoint in its
+    middle must save them.
+
+    The plan's random ``y_neg``; with ``--negatives hard`` (FF nets) the labels the model
+    scores highest at the start of the epoch, which scoring later cannot find again (the
+    model has moved): an epoch resumed midway takes them from its checkpoint (``at.y_neg``).
+    """
+    if cfg.negatives != "hard" or not isinstance(model, FFNet):
+        return y_neg, False
+    if at.y_neg is not None:
+        return at.y_neg, True
+    return hard_negatives(cfg, model, x_train, y_train, perm, at.epoch), True
+
+
+def augmented_batch(data, rows, aug, xp, dtype):
+    """Training images ``rows`` (host indices) cropped and flipped as ``aug`` says, on the
+    host, then moved to the device in one transfer."""
+    return xp.asarray(augment.apply(data.x_train[rows], data.image_shape, aug), dtype=dtype)
+
+
+def train_epoch(cfg, model, data, dev, at, n_steps, stop, run_dir, save):
+    """Train epoch ``at.epoch`` from step ``at.step`` to its end.
+
+    Returns the sum of the steps' statistics (a device array; ``at.stats_sum`` included)
+    and the seconds the epoch has trained (``at.seconds`` and hard-negative scoring
+    included). After SIGINT or SIGTERM the step under way finishes, ``save`` (a
+    :func:`write_checkpoint`) writes the position, and the process ends with status
+    128 + the signal's number.
+    """
+    xp = model.xp
+    synchronize(xp)
+    t0 = time.perf_counter()
+    perm, y_neg, aug = epoch_plan(cfg, data.y_train, data.n_classes, at.epoch)
+    y_neg, keep_y_neg = epoch_negatives(cfg, model, dev.x_train, data.y_train, perm, y_neg, at)
+    perm_dev, y_neg_dev = xp.asarray(perm), xp.asarray(y_neg)  # (N,), (N,)
+    for opt in model.optimizers:
+        opt.lr = cfg.lr_at(at.epoch)
+    stats_sum = at.stats_sum
+    bar = tqdm(range(at.step, n_steps), desc=f"epoch {at.epoch}/{cfg.epochs}", leave=False,
+               disable=None, file=sys.stderr, initial=at.step, total=n_steps)
+    for s in bar:
+        # --- the step ---
+        rows = slice(s * cfg.batch_size, (s + 1) * cfg.batch_size)
+        idx = perm_dev[rows]  # (B,)
+        xb = (dev.x_train[idx] if aug is None else  # (B, D_img)
+              augmented_batch(data, perm[rows], aug[rows], xp, cfg.dtype))
+        # each layer: forward, loss, backward, update (FFNet.train_step, BPNet.train_step)
+        stats = model.train_step(xb, dev.y_train[idx], y_neg_dev[rows])  # (L, 3) or (1, 1)
+        stats_sum = stats if stats_sum is None else stats_sum + stats
+
+        # --- stop on a signal ---
+        if stop.signum is not None:
+            synchronize(xp)
+            save(at.epoch, s + 1, stats_sum, at.seconds + time.perf_counter() - t0,
+                 y_neg if keep_y_neg else None)
+            bar.close()
+            name = signal.Signals(stop.signum).name
+            say(f"\n{name} received: stopped at epoch {at.epoch}, step {s + 1}/{n_steps}; "
+                f"checkpoint written. Resume with: {command('--resume', run_dir)}")
+            raise SystemExit(128 + stop.signum)
+    bar.close()
+    synchronize(xp)
+    return stats_sum, at.seconds + time.perf_counter() - t0
+
+
+# --- the end of an epoch: record, NaN guard, evaluation ---
+
+def epoch_record(epoch, stats, train_seconds):
+    """Per-epoch metrics from the mean of the per-step statistics (L, 3) or (1, 1)."""
+    record = {"epoch": epoch, "train_seconds": train_seconds, "loss": stats[:, 0].tolist()}
+    if stats.shape[1] == 3:  # FF/SymBa: per-layer mean |dL/dG_pos|, |dL/dG_neg| per pair
+        record["mean_abs_dg_pos"] = stats[:, 1].tolist()
+        record["mean_abs_dg_neg"] = stats[:, 2].tolist()
+    return record
+
+
+def _check_finite(model, record, epoch):
+    """NaN guard: stop with a clear message if any loss or weight is not finite."""
+    xp = model.xp
+    for l in range(model.n_layers):
+        finite = (math.isfinite(record["loss"][min(l, len(record["loss"]) - 1)])
+                  and bool(xp.isfinite(model.W[l]).all()) and bool(xp.isfinite(model.b[l]).all()))
+        if not finite:
+            raise Diverged(f"non-finite loss or weights in layer {l + 1} at epoch {epoch}; "
+                           "training stopped")
 
 
 def evaluate(model, x, y):
@@ -374,123 +509,157 @@ def evaluate(model, x, y):
     return {"test_error": float((model.predict(x) != y).mean())}
 
 
+def evaluate_splits(model, dev):
+    """:func:`evaluate` on the test split, the validation error (with --validation) and
+    the seconds both took."""
+    t0 = time.perf_counter()
+    record = evaluate(model, dev.x_test, dev.y_test)
+    if dev.x_val is not None:
+        record["val_error"] = float((model.predict(dev.x_val) != dev.y_val).mean())
+    record["eval_seconds"] = time.perf_counter() - t0
+    return record
+
+
+def epoch_line(record, epochs):
+    loss = " ".join(f"{v:.4f}" for v in record["loss"])
+    err = f"test error {100 * record['test_error']:.2f}%" if "test_error" in record else ""
+    if "val_error" in record:
+        err += f"  validation error {100 * record['val_error']:.2f}%"
+    return (f"epoch {record['epoch']:3d}/{epochs}  loss {loss}  {err}  "
+            f"{record['train_seconds']:.1f}s train").rstrip()
+
+
+# --- checkpoints ---
+
+def checkpoint_due(cfg, epoch, epochs_since, seconds_since):
+    """Whether the end of ``epoch`` writes a checkpoint.
+
+    Always after the last epoch; otherwise once at least ``cfg.checkpoint_every`` epochs
+    and ``cfg.checkpoint_seconds`` seconds have passed since the last checkpoint, so that
+    writing them (about 8 MB for MNIST 2 x 500) costs a bounded share of a run of short
+    epochs, and a kill -9 loses at most the longer of ``checkpoint_every`` epochs and
+    ``checkpoint_seconds`` plus one epoch. SIGINT/SIGTERM always write one (see
+    :func:`train_epoch`).
+    """
+    return epoch >= cfg.epochs or (epochs_since >= cfg.checkpoint_every
+                                   and seconds_since >= cfg.checkpoint_seconds)
+
+
+class CheckpointClock:
+    """The epochs and seconds since the last checkpoint, for :func:`checkpoint_due`."""
+
+    def __init__(self, cfg, have_one):
+        self.cfg, self.epochs = cfg, 0
+        # a fresh run has no checkpoint: as if the last were long ago; a resumed one has one now
+        self.last = time.monotonic() if have_one else -math.inf
+
+    def due(self, epoch):
+        """Whether the end of ``epoch``, just trained, writes a checkpoint."""
+        self.epochs += 1
+        return checkpoint_due(self.cfg, epoch, self.epochs, time.monotonic() - self.last)
+
+    def write(self, save, next_epoch):
+        """Write the checkpoint of an epoch's end with ``save``; returns the seconds it took."""
+        t0 = time.perf_counter()
+        save(next_epoch, 0)
+        seconds = time.perf_counter() - t0
+        self.last, self.epochs = time.monotonic(), 0
+        return seconds
+
+
+def write_checkpoint(run_dir, model, header, metrics, next_epoch, next_step,
+                     stats_sum=None, seconds=0.0, y_neg=None):
+    """Save the run's position in ``run_dir``'s checkpoint: weights and optimiser state,
+    the metrics so far and, for a stop in the middle of an epoch (``next_step`` > 0), the
+    epoch's statistics so far, its seconds and its hard negative labels (or None).
+
+    Raises
+    ------
+    Diverged
+        If any of it holds NaN or infinity (:func:`refuse_nonfinite`); the last good
+        checkpoint stays.
+    """
+    arrays = model_arrays(model, with_optimizer=True)
+    if stats_sum is not None:
+        arrays["stats_sum"] = to_host(stats_sum)
+        if y_neg is not None:
+            arrays["epoch_y_neg"] = y_neg
+    refuse_nonfinite(arrays, next_epoch, next_step)  # never over the last good one
+    save_archive(run_dir / CHECKPOINT_FILE, arrays, {
+        **header, "kind": "checkpoint", "next_epoch": next_epoch, "next_step": next_step,
+        "epoch_seconds_so_far": seconds, "metrics": metrics})
+
+
+def refuse_nonfinite(arrays, next_epoch, next_step):
+    """Raise :class:`Diverged` instead of writing a checkpoint that holds NaN or infinity
+    (weights, optimiser state or the epoch's statistics), so the last good one stays."""
+    bad = nonfinite_entries(arrays)
+    if bad:
+        where = f"epoch {next_epoch}, step {next_step}" if next_step else \
+            f"the end of epoch {next_epoch - 1}"
+        raise Diverged(f"non-finite values in {', '.join(bad[:3])} at {where}; that "
+                       "checkpoint was not written")
+
+
+def restore_position(model, arrays, meta, data, run_dir):
+    """Load a checkpoint's weights and optimiser state into ``model``; returns where it
+    stopped (a :class:`Position`) and the metrics so far. ``data``: the training split."""
+    source = run_dir / CHECKPOINT_FILE
+    restore_arrays(model, arrays, with_optimizer=True, source=str(source))
+    check_epoch_arrays(arrays, model, data.x_train.shape[0], data.n_classes, source)
+    at = Position(meta["next_epoch"], meta["next_step"],
+                  seconds=meta.get("epoch_seconds_so_far", 0.0))
+    if "stats_sum" in arrays:
+        at.stats_sum = model.xp.asarray(arrays["stats_sum"])
+    if at.step > 0 and "epoch_y_neg" in arrays:
+        at.y_neg = arrays["epoch_y_neg"]
+    return at, meta["metrics"]
+
+
 # --- the loop ---
 
 def run(cfg, run_dir, data, resume_state=None):
-    """Train ``cfg`` on ``data`` in ``run_dir``; returns the metrics dict (module docstring)."""
+    """Train ``cfg`` on ``data`` in ``run_dir``, from the start or from ``resume_state``
+    (a checkpoint's arrays and header); returns the metrics dict (module docstring)."""
     xp = get_xp(cfg.backend)
-    input_stats = None
-    x_val = y_val = None
-    summary = dataset_summary(data)
-    if cfg.validation:
-        data, x_val, y_val = hold_out(data, cfg.validation, cfg.seed)
-    if cfg.standardize:  # statistics of the images trained on, applied to every split
-        data, input_stats = standardize(data)
-        if x_val is not None:
-            x_val = standardize_images(x_val, input_stats)
+    summary = dataset_summary(data)  # the data as given: before hold-out and standardisation
+    data, val, input_stats = training_splits(cfg, data)
     model = build_model(cfg, data.n_classes, data.image_shape, xp)
-    x_train = xp.asarray(data.x_train, dtype=cfg.dtype)  # (N, D_img)
-    y_train_dev = xp.asarray(data.y_train)
-    x_test = xp.asarray(data.x_test, dtype=cfg.dtype)
-    y_test = xp.asarray(data.y_test)
-    if x_val is not None:
-        x_val, y_val = xp.asarray(x_val, dtype=cfg.dtype), xp.asarray(y_val)  # (N_val, D_img)
-    n_steps = math.ceil(data.x_train.shape[0] / cfg.batch_size)
+    dev = DeviceData.move(data, val, xp, cfg.dtype)
+    n_steps = math.ceil(data.x_train.shape[0] / cfg.batch_size)  # the last batch may be short
     header = {"config": cfg.as_dict(), "n_classes": data.n_classes,
               "image_shape": list(data.image_shape), "standardization": input_stats,
               "data": summary}
-
     metrics = {"config": cfg.as_dict(), "device": device_name(xp), "epochs": []}
-    epoch, step, stats_sum, seconds_so_far = 1, 0, None, 0.0
-    saved_y_neg = None  # a hard-negative epoch interrupted midway keeps its labels
-    hard = cfg.negatives == "hard" and isinstance(model, FFNet)
-    if resume_state is not None:
-        arrays, meta = resume_state
-        restore_arrays(model, arrays, with_optimizer=True, source=str(run_dir / CHECKPOINT_FILE))
-        metrics = meta["metrics"]
-        epoch, step = meta["next_epoch"], meta["next_step"]
-        seconds_so_far = meta.get("epoch_seconds_so_far", 0.0)
-        check_epoch_arrays(arrays, model, data.x_train.shape[0], data.n_classes,
-                           run_dir / CHECKPOINT_FILE)
-        if "stats_sum" in arrays:
-            stats_sum = xp.asarray(arrays["stats_sum"])
-        if step > 0 and "epoch_y_neg" in arrays:
-            saved_y_neg = arrays["epoch_y_neg"]
+    if resume_state is None:
+        at = Position()
+        write_json(run_dir / "config.json", {**header, "device": metrics["device"]})
     else:
-        write_json(run_dir / "config.json", {**header, "device": device_name(xp)})
-
-    def checkpoint(next_epoch, next_step, stats, seconds):
-        arrays = model_arrays(model, with_optimizer=True)
-        if stats is not None:
-            arrays["stats_sum"] = to_host(stats)
-            if hard:
-                arrays["epoch_y_neg"] = y_neg
-        refuse_nonfinite(arrays, next_epoch, next_step)  # never over the last good one
-        save_archive(run_dir / CHECKPOINT_FILE, arrays, {
-            **header, "kind": "checkpoint", "next_epoch": next_epoch, "next_step": next_step,
-            "epoch_seconds_so_far": seconds, "metrics": metrics})
-
-    # a fresh run has no checkpoint: as if the last were long ago; a resumed one has one now
-    last_checkpoint = -math.inf if resume_state is None else time.monotonic()
-    epochs_since_checkpoint = 0
+        at, metrics = restore_position(model, *resume_state, data, run_dir)
+    save = functools.partial(write_checkpoint, run_dir, model, header, metrics)
+    clock = CheckpointClock(cfg, have_one=resume_state is not None)
     say(f"run folder: {run_dir}  device: {metrics['device']}")
     # a step that overflows warns in NumPy; the NaN guard below reports it in one line
     with StopFlag() as stop, warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        while epoch <= cfg.epochs:
-            synchronize(xp)
-            t0 = time.perf_counter()  # train_seconds include scoring for hard negatives
-            perm, y_neg, aug = epoch_plan(cfg, data.y_train, data.n_classes, epoch)
-            if hard:
-                y_neg = (saved_y_neg if saved_y_neg is not None else
-                         hard_negatives(cfg, model, x_train, data.y_train, perm, epoch))
-                saved_y_neg = None
-            perm_dev, y_neg_dev = xp.asarray(perm), xp.asarray(y_neg)
-            for opt in model.optimizers:
-                opt.lr = cfg.lr_at(epoch)
-            bar = tqdm(range(step, n_steps), desc=f"epoch {epoch}/{cfg.epochs}", leave=False,
-                       disable=None, file=sys.stderr, initial=step, total=n_steps)
-            for s in bar:
-                sl = slice(s * cfg.batch_size, (s + 1) * cfg.batch_size)
-                idx = perm_dev[sl]
-                if aug is None:
-                    xb = x_train[idx]
-                else:  # crop and flip on the host, then one transfer
-                    xb = xp.asarray(augment.apply(data.x_train[perm[sl]], data.image_shape,
-                                                  aug[sl]), dtype=cfg.dtype)
-                stats = model.train_step(xb, y_train_dev[idx], y_neg_dev[sl])
-                stats_sum = stats if stats_sum is None else stats_sum + stats
-                if stop.signum is not None:
-                    synchronize(xp)
-                    seconds = seconds_so_far + time.perf_counter() - t0
-                    checkpoint(epoch, s + 1, stats_sum, seconds)
-                    bar.close()
-                    name = signal.Signals(stop.signum).name
-                    say(f"\n{name} received: stopped at epoch {epoch}, step {s + 1}/{n_steps}; "
-                        f"checkpoint written. Resume with: {command('--resume', run_dir)}")
-                    raise SystemExit(128 + stop.signum)
-            bar.close()
-            synchronize(xp)
-            train_seconds = seconds_so_far + time.perf_counter() - t0
-            record = epoch_record(epoch, to_host(stats_sum) / n_steps, train_seconds)
-            _check_finite(model, record, epoch)
-            if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
-                t1 = time.perf_counter()
-                record.update(evaluate(model, x_test, y_test))
-                if x_val is not None:
-                    record["val_error"] = float((model.predict(x_val) != y_val).mean())
-                record["eval_seconds"] = time.perf_counter() - t1
+        while at.epoch <= cfg.epochs:
+            # --- the epoch's steps (a signal stops them with a checkpoint) ---
+            stats_sum, seconds = train_epoch(cfg, model, data, dev, at, n_steps, stop,
+                                             run_dir, save)
+            record = epoch_record(at.epoch, to_host(stats_sum) / n_steps, seconds)
+            _check_finite(model, record, at.epoch)  # the NaN guard
+
+            # --- evaluate ---
+            if at.epoch % cfg.eval_every == 0 or at.epoch == cfg.epochs:
+                record.update(evaluate_splits(model, dev))
             metrics["epochs"].append(record)
             say(epoch_line(record, cfg.epochs))
-            epoch, step, stats_sum, seconds_so_far = epoch + 1, 0, None, 0.0
-            epochs_since_checkpoint += 1
-            if checkpoint_due(cfg, epoch - 1, epochs_since_checkpoint,
-                              time.monotonic() - last_checkpoint):
-                t1 = time.perf_counter()
-                checkpoint(epoch, 0, None, 0.0)
-                record["checkpoint_seconds"] = time.perf_counter() - t1
-                last_checkpoint, epochs_since_checkpoint = time.monotonic(), 0
+
+            # --- checkpoint ---
+            if clock.due(at.epoch):
+                record["checkpoint_seconds"] = clock.write(save, at.epoch + 1)
             write_json(run_dir / "metrics.json", metrics)
+            at = Position(epoch=at.epoch + 1)
     return finish_run(run_dir, model, cfg, header, metrics)
 
 
@@ -513,46 +682,6 @@ def finish_from_checkpoint(run_dir, cfg, arrays, meta):
     header = {k: meta[k] for k in ("n_classes", "image_shape", "standardization", "data")
               if k in meta}
     return finish_run(run_dir, model, cfg, header, meta["metrics"])
-
-
-def refuse_nonfinite(arrays, next_epoch, next_step):
-    """Raise :class:`Diverged` instead of writing a checkpoint that holds NaN or infinity
-    (weights, optimiser state or the epoch's statistics), so the last good one stays."""
-    bad = nonfinite_entries(arrays)
-    if bad:
-        where = f"epoch {next_epoch}, step {next_step}" if next_step else \
-            f"the end of epoch {next_epoch - 1}"
-        raise Diverged(f"non-finite values in {', '.join(bad[:3])} at {where}; that "
-                       "checkpoint was not written")
-
-
-def epoch_record(epoch, stats, train_seconds):
-    """Per-epoch metrics from the mean of the per-step statistics (L, 3) or (1, 1)."""
-    record = {"epoch": epoch, "train_seconds": train_seconds, "loss": stats[:, 0].tolist()}
-    if stats.shape[1] == 3:  # FF/SymBa: per-layer mean |dL/dG_pos|, |dL/dG_neg| per pair
-        record["mean_abs_dg_pos"] = stats[:, 1].tolist()
-        record["mean_abs_dg_neg"] = stats[:, 2].tolist()
-    return record
-
-
-def epoch_line(record, epochs):
-    loss = " ".join(f"{v:.4f}" for v in record["loss"])
-    err = f"test error {100 * record['test_error']:.2f}%" if "test_error" in record else ""
-    if "val_error" in record:
-        err += f"  validation error {100 * record['val_error']:.2f}%"
-    return (f"epoch {record['epoch']:3d}/{epochs}  loss {loss}  {err}  "
-            f"{record['train_seconds']:.1f}s train").rstrip()
-
-
-def _check_finite(model, record, epoch):
-    """NaN guard: stop with a clear message if any loss or weight is not finite."""
-    xp = model.xp
-    for l in range(model.n_layers):
-        finite = (math.isfinite(record["loss"][min(l, len(record["loss"]) - 1)])
-                  and bool(xp.isfinite(model.W[l]).all()) and bool(xp.isfinite(model.b[l]).all()))
-        if not finite:
-            raise Diverged(f"non-finite loss or weights in layer {l + 1} at epoch {epoch}; "
-                           "training stopped")
 
 
 # --- what a stopped run leaves ---
@@ -633,14 +762,8 @@ def main(argv=None, prog=PROG):
         with sigterm_stops(), contextlib.ExitStack() as owned:
             if control["resume"]:
                 run_dir = Path(control["resume"])
-                check_resumable(run_dir)  # before the lock: nothing made in a non-run folder
-                owned.enter_context(run_folder_lock(run_dir))  # before reading or cleaning
-                remove_temporaries(run_dir)  # left by a write that a kill cut short
+                cfg, (arrays, meta) = open_checkpoint(run_dir, control["data_dir"], owned)
                 source = run_dir / CHECKPOINT_FILE
-                arrays, meta = load_archive(source)
-                cfg = config_of(meta, source)
-                if control["data_dir"] is not None:  # the data moved: checked below
-                    cfg = cfg.replace(data_dir=control["data_dir"])
                 if meta["next_epoch"] > cfg.epochs:
                     return complete_run(run_dir, cfg, arrays, meta)
                 say(f"resuming {run_dir} at epoch {meta['next_epoch']}, step {meta['next_step']}")
@@ -709,6 +832,22 @@ def check_resumable(run_dir):
     raise RunError(f"--resume {run_dir}: the run stopped before its first checkpoint, so "
                    f"there is nothing to resume; start it again with: "
                    f"{train_command(saved, run_dir, '--overwrite')}")
+
+
+def open_checkpoint(run_dir, data_dir, owned):
+    """``--resume``: own ``run_dir`` (its lock joins the ExitStack ``owned``), remove what
+    a write cut short by a kill left, and read its checkpoint. Returns the run's
+    configuration (with ``data_dir`` when given: the data moved, which :func:`main` checks
+    against the checkpoint) and the checkpoint's (arrays, meta)."""
+    check_resumable(run_dir)  # before the lock: nothing made in a non-run folder
+    owned.enter_context(run_folder_lock(run_dir))  # before reading or cleaning
+    remove_temporaries(run_dir)
+    source = run_dir / CHECKPOINT_FILE
+    arrays, meta = load_archive(source)
+    cfg = config_of(meta, source)
+    if data_dir is not None:
+        cfg = cfg.replace(data_dir=data_dir)
+    return cfg, (arrays, meta)
 
 
 def saved_config(run_dir):
