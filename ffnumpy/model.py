@@ -15,7 +15,6 @@ the tests prove equal to :func:`ffnumpy.layers.ff_layer_forward` /
 """
 from . import fused
 from .backend import Workspace, take_rows
-from .data import standardize_images
 from .layers import init_linear
 from .losses import LOSSES
 from .optim import make_optimizer
@@ -78,7 +77,7 @@ class FFNet:
         self.algo, self.goodness_kind, self.norm = algo, goodness_kind, norm
         self.loss_params = {"theta": theta} if algo == "ff" else {"alpha": alpha}
         self.skip_first_layer = skip_first_layer
-        self.input_stats = None  # per-channel mean/std that predict applies (load_model sets it)
+        self.input_stats = None  # an InputStats that predict applies (load_model sets it)
         self.workspace = Workspace(xp, dtype)  # per-step arrays, reused (see Workspace)
         self.set_encoder(encoder)
         d_ins = [encoder.d_in] + list(widths[:-1])
@@ -242,6 +241,6 @@ class FFNet:
         saved statistics (``input_stats``).
         """
         if self.input_stats is not None:
-            x = standardize_images(x, self.input_stats)
+            x = self.input_stats.apply(x)  # (N, D_img), as training standardised
         return self.goodness_per_label(x).argmax(axis=1)
 

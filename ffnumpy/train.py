@@ -70,7 +70,7 @@ from .data import (
 )
 from .labels import sample_hard_negative_labels, sample_negative_labels
 from .memory import MemoryRefusal, check_memory
-from .model import FFNet
+from .model import STEP_STATS, FFNet
 from .saving import (
     CHECKPOINT_FILE,
     MODEL_FILE,
@@ -476,11 +476,13 @@ def train_epoch(cfg, model, data, dev, at, n_steps, stop, run_dir, save):
 # --- the end of an epoch: record, NaN guard, evaluation ---
 
 def epoch_record(epoch, stats, train_seconds):
-    """Per-epoch metrics from the mean of the per-step statistics (L, 3) or (1, 1)."""
+    """Per-epoch metrics from the mean of the per-step statistics: (L, 3) for FF/SymBa,
+    one column per name of :data:`ffnumpy.model.STEP_STATS`, or (1, 1) for backprop (its
+    loss)."""
     record = {"epoch": epoch, "train_seconds": train_seconds, "loss": stats[:, 0].tolist()}
-    if stats.shape[1] == 3:  # FF/SymBa: per-layer mean |dL/dG_pos|, |dL/dG_neg| per pair
-        record["mean_abs_dg_pos"] = stats[:, 1].tolist()
-        record["mean_abs_dg_neg"] = stats[:, 2].tolist()
+    if stats.shape[1] == len(STEP_STATS):  # FF/SymBa: also the mean |dL/dG| per pair
+        for column, name in enumerate(STEP_STATS):
+            record[name] = stats[:, column].tolist()
     return record
 
 

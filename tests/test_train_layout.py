@@ -77,12 +77,13 @@ def test_the_checkpoint_writer_takes_plain_arguments(tmp_path):
 
 # --- layering ---
 
-def test_the_backprop_model_does_not_import_the_data_module():
-    modules = [m for m, _ in _imports_from(PACKAGE / "bp.py")]
+@pytest.mark.parametrize("module", ["bp", "model"])
+def test_the_models_do_not_import_the_data_module(module):
+    modules = [m for m, _ in _imports_from(PACKAGE / f"{module}.py")]
     assert not [m for m in modules if m.split(".")[-1] == "data"], modules
-    loaded = _python("""
+    loaded = _python(f"""
         import sys
-        import ffnumpy.bp
+        import ffnumpy.{module}
         print('ffnumpy.data' in sys.modules)
     """)
     assert loaded == "False"
