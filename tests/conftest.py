@@ -53,6 +53,17 @@ def make_tiny_mnist(folder, n_train=240, n_test=60, seed=0):
     return folder
 
 
+def finished_tiny_run(root, args):
+    """A finished run of the train command ``args`` on tiny MNIST, both made under
+    ``root``: its data in ``root/data``, the run in ``root/run`` (returned)."""
+    from ffnumpy.train import main as train_main
+
+    make_tiny_mnist(root / "data" / "mnist")
+    run = root / "run"
+    train_main([*args, "--data-dir", str(root / "data"), "--out", str(run)])
+    return run
+
+
 @pytest.fixture
 def tiny_mnist(tmp_path):
     """Path of a data folder holding a tiny MNIST in mnist/ (for --data-dir)."""

@@ -26,7 +26,8 @@ from ffnumpy.download import UnsafeFileError, load_pickle
 from ffnumpy.model import FFNet
 from ffnumpy.predict import main as predict_main
 from ffnumpy.train import main
-from tests.conftest import make_tiny_cifar, make_tiny_mnist, poison_train_step
+from tests.conftest import (finished_tiny_run, make_tiny_cifar, make_tiny_mnist,
+                            poison_train_step)
 
 REPO = Path(__file__).resolve().parent.parent
 # 240 training images in batches of 64: 4 steps an epoch
@@ -36,11 +37,7 @@ TINY = ["mnist", "--epochs", "1", "--batch-size", "64", "--width", "16", "--seed
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     """A finished one-epoch run and its data folder, trained once for the module."""
-    root = tmp_path_factory.mktemp("hardening")
-    make_tiny_mnist(root / "data" / "mnist")
-    run = root / "run"
-    main([*TINY, "--data-dir", str(root / "data"), "--out", str(run)])
-    return run
+    return finished_tiny_run(tmp_path_factory.mktemp("hardening"), TINY)
 
 
 @pytest.fixture

@@ -8,19 +8,14 @@ from ffnumpy.data import load_dataset, standardize
 from ffnumpy.predict import main as predict_main
 from ffnumpy.saving import load_model
 from ffnumpy.train import main
+from tests.conftest import finished_tiny_run
 
 TINY = ["mnist", "--epochs", "1", "--batch-size", "64", "--width", "32"]
 
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
-    from tests.conftest import make_tiny_mnist
-
-    root = tmp_path_factory.mktemp("saving")
-    make_tiny_mnist(root / "data" / "mnist")
-    run = root / "run"
-    main([*TINY, "--data-dir", str(root / "data"), "--out", str(run)])
-    return run
+    return finished_tiny_run(tmp_path_factory.mktemp("saving"), TINY)
 
 
 def set_config(key, value):
