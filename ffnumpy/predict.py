@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from .backend import BACKENDS, BackendError, startup_done, to_host
-from .checkpoint import (
+from .checkpoint import (  # EXIT_NONFINITE: the model holds NaN or infinity
+    EXIT_NONFINITE,
     CheckpointError,
     as_command,
     atomic_write,
@@ -35,7 +36,6 @@ from .saving import CHECKPOINT_FILE, load_model
 PROG = "python -m ffnumpy.predict"
 SCRIPT = "ffnumpy-predict"  # the console script (pyproject [project.scripts])
 EXIT_USAGE = 2  # bad arguments, not enough memory, or a missing or damaged model or dataset
-EXIT_NONFINITE = 3  # the model holds NaN or infinity
 EXIT_IO = 4  # a file (or the standard output) could not be written
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
 

@@ -43,6 +43,7 @@ from tqdm import tqdm
 from . import augment
 from .backend import BackendError, device_name, get_xp, startup_done, synchronize, to_host
 from .checkpoint import (
+    EXIT_NONFINITE,
     TMP_SUFFIX,
     CheckpointError,
     SymlinkError,
@@ -86,7 +87,7 @@ from .saving import (
 
 PROG = "python -m ffnumpy.train"
 EXIT_USAGE = 2  # bad flags, data, memory or folder (or the folder is in use): nothing written
-EXIT_DIVERGED = 3  # NaN guard tripped, or a checkpoint read holds NaN or infinity
+EXIT_DIVERGED = EXIT_NONFINITE  # 3: NaN guard tripped, or a checkpoint read holds NaN or inf
 EXIT_IO = 4  # a file could not be written (disk full, read-only, not a folder)
 EXIT_INTERRUPTED = 128 + signal.SIGINT  # a second Ctrl-C, or one before training started
 EXIT_TERMINATED = 128 + signal.SIGTERM  # SIGTERM before training started (as the shell's kill)
