@@ -345,35 +345,26 @@ def main(argv=None):
     if args.whole_run:
         return main_whole_run(args)
     data = load_dataset("mnist")
-    configs = [(backend, Config(algo=algo, layers=args.layers, width=args.width,
-                                dtype=args.dtype, backend=backend,
-                                labels=PAPER_LABELS[algo] or Config.labels))
-               for backend in args.backend for algo in args.algo]
-    if args.memory_plot:  # the deepest network of the memory plot, on the host
-        configs += [("numpy", Config(algo=algo, layers=MEMORY_DEPTHS[-1], width=args.width,
-                                     batch_size=MEMORY_BATCH, labels=PAPER_LABELS[algo]
-                                     or Config.labels)) for algo in ("symba", "bp")]
-    for backend, cfg in configs:  # too large for this machine: one line before anything runs
+    measured = [Config(algo=algo, layers=args.layers, width=args.width, dtype=args.dtype,
+                       backend=backend, labels=PAPER_LABELS[algo] or Config.labels)
+                for backend in args.backend for algo in args.algo]
+    plotted = [Config(algo=algo, layers=MEMORY_DEPTHS[-1], width=args.width,
+                      batch_size=MEMORY_BATCH, labels=PAPER_LABELS[algo] or Config.labels)
+               for algo in ("symba", "bp")] if args.memory_plot else []  # its deepest, host
+    for cfg in measured + plotted:  # too large for this machine: one line before anything runs
         try:
-            check_memory(cfg, data, get_xp(backend))
+            check_memory(cfg, data, get_xp(cfg.backend))
         except MemoryRefusal as exc:
             parser.exit(2, f"{parser.prog}: error: {cfg.algo} {cfg.layers} x {cfg.width}: "
                            f"{exc}\n")
-        except OverflowError:  # sizes beyond any machine's memory
-            parser.exit(2, f"{parser.prog}: error: {cfg.algo} {cfg.layers} x {cfg.width} is "
-                           "too large to fit in memory; use fewer --layers or a smaller "
-                           "--width\n")
     results = []
-    for backend in args.backend:
-        xp = get_xp(backend)
-        print(f"backend {backend}: {device_name(xp)}", flush=True)
-        for algo in args.algo:
-            cfg = Config(algo=algo, layers=args.layers, width=args.width, dtype=args.dtype,
-                         backend=backend, labels=PAPER_LABELS[algo] or Config.labels)
-            r = bench_config(cfg, data, args.repeats)
-            r["backend"] = backend
-            results.append(r)
-            print(format_result(r), flush=True)
+    for i, cfg in enumerate(measured):
+        if i % len(args.algo) == 0:  # the first network of a backend
+            print(f"backend {cfg.backend}: {device_name(get_xp(cfg.backend))}", flush=True)
+        r = bench_config(cfg, data, args.repeats)
+        r["backend"] = cfg.backend
+        results.append(r)
+        print(format_result(r), flush=True)
     if args.memory_plot:
         depths = list(MEMORY_DEPTHS)
         mem = memory_by_depth(depths, args.width, MEMORY_BATCH)
